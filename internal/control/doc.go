@@ -1,0 +1,22 @@
+// Package control is the node's local control API: HTTP + JSON over a unix
+// socket in the state directory (control.sock, mode 0600), used by the CLI
+// and the tray. Everything they show comes from here.
+//
+// Endpoints (all under /v1; errors are a non-2xx status with an Error body):
+//
+//	GET  /v1/status                 Status
+//	GET  /v1/peers                  []Peer
+//	GET  /v1/ls?pre=1               Listing: every subservice on the mesh
+//	GET  /v1/ps                     []Plugin
+//	GET  /v1/logs/{name}?tail=N     text/plain, the plugin's captured output
+//	GET  /v1/events                 NDJSON stream of Event, until the client goes away
+//	POST /v1/send      SendRequest  -> Result
+//	POST /v1/broadcast SendRequest  -> Result
+//	POST /v1/fetch     FetchRequest -> NDJSON stream of Event (progress), ending in a "result" event
+//	POST /v1/run       FetchRequest -> NDJSON stream like fetch, then the plugin starts
+//	POST /v1/stop      NameRequest  -> Result
+//	POST /v1/publish   PublishRequest -> Result
+//
+// Streams are newline-delimited JSON: one Event per line. A stream ends
+// with an event of type "result" (Result set) or "error" (Error set).
+package control

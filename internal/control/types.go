@@ -1,0 +1,182 @@
+package control
+
+import "time"
+
+// Node names a node of the mesh.
+type Node struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Status is the answer to GET /v1/status.
+type Status struct {
+	Node      Node      `json:"node"`
+	MeshID    string    `json:"mesh_id"`
+	Listen    string    `json:"listen"`
+	StateDir  string    `json:"state_dir"`
+	DistDir   string    `json:"dist_dir"`
+	Peers     int       `json:"peers"`
+	Plugins   int       `json:"plugins_running"`
+	Started   time.Time `json:"started"`
+	Version   string    `json:"version"`
+	Discovery bool      `json:"discovery"`
+	DistHTTP  string    `json:"dist_http,omitempty"`
+}
+
+// Peer is one connected peer, as in GET /v1/peers.
+type Peer struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Addr        string    `json:"addr"`
+	Dialed      bool      `json:"dialed"`
+	Since       time.Time `json:"since"`
+	RTTMillis   float64   `json:"rtt_ms"`
+	Subservices int       `json:"subservices"`
+	Sent        uint64    `json:"sent"`
+	Received    uint64    `json:"received"`
+	Dropped     uint64    `json:"dropped"`
+}
+
+// Offer is one node offering one version of a subservice.
+type Offer struct {
+	Node     string `json:"node"`
+	NodeName string `json:"node_name"`
+	Version  string `json:"version"`
+	SHA256   string `json:"sha256"`
+	Size     int64  `json:"size"`
+	Signer   string `json:"signer,omitempty"`
+	Local    bool   `json:"local,omitempty"`
+}
+
+// Subservice is one subservice known on the mesh, as in GET /v1/ls.
+type Subservice struct {
+	Name        string `json:"name"`
+	Newest      string `json:"newest"`
+	Mode        string `json:"mode"`
+	Label       string `json:"label,omitempty"`
+	Description string `json:"description,omitempty"`
+	// Local is the newest version in this node's own dist folder, if any.
+	Local string `json:"local,omitempty"`
+	// Installed is the version installed on this node, if any.
+	Installed string `json:"installed,omitempty"`
+	// Running is the version running on this node, if any.
+	Running string `json:"running,omitempty"`
+	// UpdateAvailable is true when Installed is set and Newest is newer.
+	UpdateAvailable bool    `json:"update_available"`
+	Offers          []Offer `json:"offers"`
+}
+
+// Invalid is an archive in the dist folder that is not served, and why.
+type Invalid struct {
+	File  string `json:"file"`
+	Error string `json:"error"`
+}
+
+// Listing is the answer to GET /v1/ls.
+type Listing struct {
+	Subservices []Subservice `json:"subservices"`
+	Invalid     []Invalid    `json:"invalid"`
+}
+
+// Plugin is one supervised plugin, as in GET /v1/ps.
+type Plugin struct {
+	Name     string     `json:"name"`
+	Version  string     `json:"version"`
+	State    string     `json:"state"`
+	PID      int        `json:"pid,omitempty"`
+	Restarts int        `json:"restarts"`
+	Since    time.Time  `json:"since"`
+	LastExit string     `json:"last_exit,omitempty"`
+	Dropped  uint64     `json:"dropped"`
+	Menu     []MenuItem `json:"menu,omitempty"`
+}
+
+// MenuItem is an item a plugin put under its tray entry.
+type MenuItem struct {
+	ID      string `json:"id"`
+	Label   string `json:"label"`
+	Enabled bool   `json:"enabled"`
+	Checked bool   `json:"checked"`
+}
+
+// SendRequest is the body of POST /v1/send and /v1/broadcast.
+type SendRequest struct {
+	To         string `json:"to,omitempty"`
+	Subservice string `json:"subservice"`
+	Data       []byte `json:"data"`
+}
+
+// FetchRequest is the body of POST /v1/fetch and /v1/run.
+type FetchRequest struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	Pre     bool   `json:"pre,omitempty"`
+	// Downgrade allows installing a lower version than the installed one.
+	Downgrade bool `json:"downgrade,omitempty"`
+}
+
+// NameRequest names one plugin.
+type NameRequest struct {
+	Name string `json:"name"`
+}
+
+// PublishRequest asks the node to publish an archive into its dist folder.
+type PublishRequest struct {
+	Path string `json:"path"`
+}
+
+// Result is the outcome of an action.
+type Result struct {
+	OK      bool   `json:"ok"`
+	Message string `json:"message,omitempty"`
+	Name    string `json:"name,omitempty"`
+	Version string `json:"version,omitempty"`
+	Node    string `json:"node,omitempty"`
+	Count   int    `json:"count,omitempty"`
+	// Pinned is set when this action pinned a publisher key for the first time.
+	Pinned string `json:"pinned,omitempty"`
+}
+
+// Error is the body of every non-2xx answer, and of "error" stream events.
+type Error struct {
+	Error string `json:"error"`
+	// Hint says what to do next, when we know.
+	Hint string `json:"hint,omitempty"`
+}
+
+// Progress reports a download.
+type Progress struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Node    string `json:"node"`
+	Done    int64  `json:"done"`
+	Total   int64  `json:"total"`
+}
+
+// Event types carried by GET /v1/events and by action streams.
+const (
+	EventPeerUp   = "peer-up"
+	EventPeerDown = "peer-down"
+	EventCatalog  = "catalog"
+	EventPlugin   = "plugin"
+	EventProgress = "progress"
+	EventInstall  = "install"
+	EventDist     = "dist"
+	EventMessage  = "message"
+	EventResult   = "result"
+	EventError    = "error"
+	EventHello    = "hello"
+)
+
+// Event is one line of an event stream.
+type Event struct {
+	Type     string    `json:"type"`
+	Time     time.Time `json:"time"`
+	Peer     *Node     `json:"peer,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Plugin   *Plugin   `json:"plugin,omitempty"`
+	Progress *Progress `json:"progress,omitempty"`
+	Result   *Result   `json:"result,omitempty"`
+	Error    *Error    `json:"error,omitempty"`
+	Message  string    `json:"message,omitempty"`
+}
