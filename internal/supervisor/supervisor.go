@@ -1,0 +1,759 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nearbymesh/nearby/subservice"
+)
+
+// Errors returned by the Supervisor. Router implementations return (or wrap)
+// ErrNoPeer and ErrQueueFull so that plugins get the matching error codes.
+var (
+	// ErrNotRunning reports that no instance of the subservice runs here.
+	ErrNotRunning = errors.New("supervisor: subservice not running")
+	// ErrQueueFull reports a full queue: the plugin's outbound queue in
+	// Deliver, or the mesh's queue for a peer in Router.Send.
+	ErrQueueFull = errors.New("supervisor: queue full")
+	// ErrNoPeer is returned by Router.Send for a node that is not connected.
+	ErrNoPeer = errors.New("supervisor: no such peer")
+	// ErrUnknown reports a plugin name the supervisor has never started.
+	ErrUnknown = errors.New("supervisor: unknown plugin")
+	// ErrClosed reports a call after Run has returned (or while it stops).
+	ErrClosed = errors.New("supervisor: closed")
+	// ErrBadSpec reports an invalid Spec.
+	ErrBadSpec = errors.New("supervisor: bad spec")
+	// ErrCommand reports a plugin command that is missing or cannot be run.
+	ErrCommand = errors.New("supervisor: cannot run command")
+	// ErrBadPayload reports a payload from the mesh that is not one JSON
+	// value or is larger than Config.MaxLine.
+	ErrBadPayload = errors.New("supervisor: bad payload")
+	// ErrMenuItem reports a click on an item the plugin's menu lacks or has disabled.
+	ErrMenuItem = errors.New("supervisor: no such enabled menu item")
+	// ErrSocketInUse reports that another process serves Config.SocketPath.
+	ErrSocketInUse = errors.New("supervisor: socket in use")
+)
+
+// Peer is a node of the mesh.
+type Peer = subservice.Peer
+
+// MenuItem is one tray menu entry a plugin offers.
+type MenuItem = subservice.MenuItem
+
+// Router carries plugin messages between nodes. The node wiring implements
+// it over the mesh. Its methods are called from many goroutines, never with
+// a Supervisor lock held, and must not block for long (Send may block to
+// apply backpressure to the sending plugin).
+type Router interface {
+	// Self returns this node.
+	Self() Peer
+	// Peers returns the other connected nodes.
+	Peers() []Peer
+	// Send sends payload (one JSON value) to subservice on node to. A
+	// non-zero id asks the remote to refuse it with a Nack(subservice, id,
+	// ...) on this node if it cannot deliver it. It returns an error
+	// wrapping ErrNoPeer or ErrQueueFull in those cases.
+	Send(to, subservice string, payload []byte, id uint64) error
+	// Broadcast sends payload to subservice on every other node and returns
+	// the number of nodes it was sent to.
+	Broadcast(subservice string, payload []byte) int
+}
+
+// Spec says how to run one plugin version.
+type Spec struct {
+	// Name is the subservice name, lowercase [a-z][a-z0-9]*(-[a-z][a-z0-9]*)*.
+	Name string
+	// Version is the plugin version (semver, not interpreted here).
+	Version string
+	// Dir is the absolute install directory; the plugin runs in it.
+	Dir string
+	// Argv is the command. Argv[0] with a slash is relative to Dir (or
+	// absolute); a bare name is looked for in Dir, then on PATH.
+	Argv []string
+	// Env holds extra KEY=VALUE variables. It may not set the NEARBY_
+	// variables the supervisor sets.
+	Env []string
+}
+
+// State is a plugin's lifecycle state.
+type State = string
+
+// Plugin states.
+const (
+	StateStarting State = "starting" // process started, hello not yet received
+	StateRunning  State = "running"  // hello accepted
+	StateBackoff  State = "backoff"  // crashed; waiting to restart
+	StateFailed   State = "failed"   // cannot start, or crash loop; not restarted
+	StateStopped  State = "stopped"  // stopped by Stop or by Run's exit
+	StateExited   State = "exited"   // exited by itself with status 0; not restarted
+)
+
+// Status is a snapshot of one plugin.
+type Status struct {
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	State    State  `json:"state"`
+	PID      int    `json:"pid,omitempty"`
+	Restarts int    `json:"restarts"` // automatic restarts since Start
+	// Since is when State last changed.
+	Since time.Time `json:"since"`
+	// LastExit describes the last exit ("exit status 1", "signal: killed").
+	LastExit string `json:"last_exit,omitempty"`
+	// Error says why State is failed.
+	Error string `json:"error,omitempty"`
+	// Connected reports whether the plugin holds a welcomed connection.
+	Connected bool `json:"connected"`
+	// Dropped counts frames for the plugin dropped because its queue was full.
+	Dropped uint64     `json:"dropped"`
+	Menu    []MenuItem `json:"menu,omitempty"`
+}
+
+// Event reports a change. Type is "plugin": Status is the plugin's new status.
+type Event struct {
+	Type   string `json:"type"`
+	Status Status `json:"status"`
+}
+
+// EventPlugin is the Type of an Event about a plugin's status.
+const EventPlugin = "plugin"
+
+// Config configures a Supervisor. Zero fields take the defaults shown.
+type Config struct {
+	// SocketPath is the unix socket plugins connect to (required; at most
+	// 107 bytes). A stale socket file there is replaced; a live one is an
+	// error (ErrSocketInUse).
+	SocketPath string
+	// LogDir holds each plugin's stdout and stderr in NAME.log, rotated to
+	// NAME.log.1 at LogMaxBytes. Empty: plugin output is discarded.
+	LogDir string
+	// Router carries messages between nodes (required).
+	Router Router
+	// Logger receives Debug logs (default slog.Default()).
+	Logger *slog.Logger
+	// StopGrace is how long a plugin has to exit after SIGTERM before its
+	// process group gets SIGKILL (default 5s).
+	StopGrace time.Duration
+	// BackoffInitial and BackoffMax bound the delay before restarting a
+	// crashed plugin; it doubles with each crash in CrashLoopWindow
+	// (defaults 250ms, 30s).
+	BackoffInitial, BackoffMax time.Duration
+	// CrashLoopCount restarts within CrashLoopWindow make the next crash
+	// final: the plugin is marked failed (defaults 5, 1m).
+	CrashLoopCount  int
+	CrashLoopWindow time.Duration
+	// MaxLine caps one frame from a plugin, in bytes (default 1 MiB).
+	MaxLine int
+	// QueueSize and QueueBytes cap each plugin's outbound queue of frames
+	// (defaults 1024 frames, 16 MiB); past them frames are dropped and
+	// counted.
+	QueueSize  int
+	QueueBytes int
+	// HelloTimeout is how long a new connection has to send hello (default 10s).
+	HelloTimeout time.Duration
+	// LogMaxBytes is the size at which a plugin log is rotated (default 4 MiB).
+	LogMaxBytes int64
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.StopGrace, 5*time.Second)
+	def(&c.BackoffInitial, 250*time.Millisecond)
+	def(&c.BackoffMax, 30*time.Second)
+	def(&c.CrashLoopWindow, time.Minute)
+	def(&c.HelloTimeout, 10*time.Second)
+	defInt(&c.CrashLoopCount, 5)
+	defInt(&c.MaxLine, subservice.DefaultMaxLine)
+	defInt(&c.QueueSize, 1024)
+	defInt(&c.QueueBytes, 16<<20)
+	if c.LogMaxBytes <= 0 {
+		c.LogMaxBytes = 4 << 20
+	}
+}
+
+// maxSocketPath is the longest unix socket path Linux accepts.
+const maxSocketPath = 107
+
+// pendingCap bounds how many sent message ids are remembered for Nack.
+const pendingCap = 16384
+
+// Supervisor runs plugin processes and serves their local socket. Its
+// methods are safe for concurrent use.
+type Supervisor struct {
+	cfg Config
+	log *slog.Logger
+	ln  *net.UnixListener
+
+	mu       sync.Mutex
+	plugins  map[string]*plugin
+	tokens   map[string]*instance
+	peers    map[string]Peer
+	subs     map[int]chan Event
+	nextSub  int
+	conns    map[net.Conn]struct{}
+	opLocks  map[string]*sync.Mutex
+	ran      bool
+	closed   bool // no more Start; set when Run begins to stop
+	finished bool // Run has returned
+
+	pendMu  sync.Mutex
+	pend    map[uint64]pending
+	ring    []uint64
+	ringPos int
+	meshID  atomic.Uint64
+
+	logsMu sync.Mutex
+	logs   map[string]*logFile
+
+	wg sync.WaitGroup
+}
+
+// pending remembers a plugin's send so that a Nack can be routed back.
+type pending struct {
+	inst     *instance
+	pluginID uint64
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z][a-z0-9]*)*$`)
+
+// New binds cfg.SocketPath (mode 0600) and returns a Supervisor. Call Run to
+// serve it; plugins may be started before Run.
+func New(cfg Config) (*Supervisor, error) {
+	cfg.setDefaults()
+	if cfg.Router == nil {
+		return nil, errors.New("supervisor: Config.Router is required")
+	}
+	if cfg.SocketPath == "" {
+		return nil, errors.New("supervisor: Config.SocketPath is required")
+	}
+	if len(cfg.SocketPath) > maxSocketPath {
+		return nil, fmt.Errorf("supervisor: socket path %q is %d bytes, longer than the %d a unix socket allows", cfg.SocketPath, len(cfg.SocketPath), maxSocketPath)
+	}
+	if cfg.LogDir != "" {
+		if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+			return nil, fmt.Errorf("supervisor: create log dir: %w", err)
+		}
+	}
+	ln, err := listen(cfg.SocketPath)
+	if err != nil {
+		return nil, err
+	}
+	s := &Supervisor{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		ln:      ln,
+		plugins: make(map[string]*plugin),
+		tokens:  make(map[string]*instance),
+		peers:   make(map[string]Peer),
+		subs:    make(map[int]chan Event),
+		conns:   make(map[net.Conn]struct{}),
+		opLocks: make(map[string]*sync.Mutex),
+		pend:    make(map[uint64]pending),
+		ring:    make([]uint64, pendingCap),
+		logs:    make(map[string]*logFile),
+	}
+	self := cfg.Router.Self()
+	for _, p := range cfg.Router.Peers() {
+		if p.ID != "" && p.ID != self.ID {
+			s.peers[p.ID] = p
+		}
+	}
+	return s, nil
+}
+
+// listen binds path with mode 0600: it binds a temporary name, restricts
+// it, then renames it into place, so the socket is never reachable by
+// others.
+func listen(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("supervisor: %s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s", ErrSocketInUse, path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("supervisor: remove stale socket: %w", err)
+		}
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("supervisor: create socket dir: %w", err)
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf(".nearby-sock-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9))
+	if len(tmp) > maxSocketPath {
+		tmp = path // no room for a temporary name: bind in place
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: listen %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("supervisor: chmod socket: %w", err)
+	}
+	if tmp != path {
+		if err := os.Rename(tmp, path); err != nil {
+			ln.Close()
+			os.Remove(tmp)
+			return nil, fmt.Errorf("supervisor: place socket: %w", err)
+		}
+	}
+	return ln, nil
+}
+
+// Run serves the socket until ctx is done, then stops every plugin (SIGTERM,
+// SIGKILL after StopGrace), closes every connection, waits for all its
+// goroutines, removes the socket and returns ctx.Err(). Call it once.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.ran {
+		s.mu.Unlock()
+		return errors.New("supervisor: Run called twice")
+	}
+	s.ran = true
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.acceptLoop()
+	<-ctx.Done()
+	s.shutdown()
+	return ctx.Err()
+}
+
+func (s *Supervisor) shutdown() {
+	s.mu.Lock()
+	s.closed = true
+	ps := make([]*plugin, 0, len(s.plugins))
+	for _, p := range s.plugins {
+		ps = append(ps, p)
+	}
+	s.mu.Unlock()
+	s.ln.Close()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Go(func() {
+			p.requestStop()
+			<-p.done
+		})
+	}
+	wg.Wait()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	os.Remove(s.cfg.SocketPath)
+	s.logsMu.Lock()
+	for _, lf := range s.logs {
+		lf.Close()
+	}
+	s.logsMu.Unlock()
+	s.mu.Lock()
+	for id, ch := range s.subs {
+		delete(s.subs, id)
+		close(ch)
+	}
+	s.finished = true
+	s.mu.Unlock()
+	s.log.Debug("supervisor stopped", "socket", s.cfg.SocketPath)
+}
+
+func (s *Supervisor) opLock(name string) *sync.Mutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.opLocks[name]
+	if l == nil {
+		l = new(sync.Mutex)
+		s.opLocks[name] = l
+	}
+	return l
+}
+
+func validateSpec(spec Spec) error {
+	switch {
+	case len(spec.Name) > 64 || !nameRE.MatchString(spec.Name):
+		return fmt.Errorf("%w: name %q is not lowercase [a-z][a-z0-9]*(-[a-z][a-z0-9]*)*", ErrBadSpec, spec.Name)
+	case spec.Version == "" || len(spec.Version) > 128 || strings.ContainsAny(spec.Version, " \t\r\n/"):
+		return fmt.Errorf("%w: %s: bad version %q", ErrBadSpec, spec.Name, spec.Version)
+	case !filepath.IsAbs(spec.Dir):
+		return fmt.Errorf("%w: %s: install dir %q is not absolute", ErrBadSpec, spec.Name, spec.Dir)
+	case len(spec.Argv) == 0 || spec.Argv[0] == "":
+		return fmt.Errorf("%w: %s: empty command", ErrBadSpec, spec.Name)
+	}
+	for _, kv := range spec.Env {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("%w: %s: env entry %q is not KEY=VALUE", ErrBadSpec, spec.Name, kv)
+		}
+		if slices.Contains(reservedEnv, k) {
+			return fmt.Errorf("%w: %s: env may not set %s", ErrBadSpec, spec.Name, k)
+		}
+	}
+	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%w: %s: install dir %s is not a directory", ErrBadSpec, spec.Name, spec.Dir)
+	}
+	return nil
+}
+
+func sameSpec(a, b Spec) bool {
+	return a.Name == b.Name && a.Version == b.Version && a.Dir == b.Dir &&
+		slices.Equal(a.Argv, b.Argv) && slices.Equal(a.Env, b.Env)
+}
+
+// Start starts spec.Name. There is one instance per name: if it already
+// runs the same spec, Start does nothing; if it runs another version (or
+// another spec), Start checks that the new command can run, then stops the
+// old instance gracefully and starts the new one. A command that is missing
+// or not executable leaves the name "failed" with the reason (or the old
+// version running) and returns an error wrapping ErrCommand; it is not
+// retried.
+func (s *Supervisor) Start(spec Spec) error {
+	if err := validateSpec(spec); err != nil {
+		return err
+	}
+	spec.Argv = slices.Clone(spec.Argv)
+	spec.Env = slices.Clone(spec.Env)
+	path, cmdErr := resolveCommand(spec)
+	l := s.opLock(spec.Name)
+	l.Lock()
+	defer l.Unlock()
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if old := s.plugins[spec.Name]; old != nil && old.active() {
+		if sameSpec(old.spec, spec) {
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+		if cmdErr != nil {
+			return fmt.Errorf("supervisor: %s %s not started, %s keeps running: %w", spec.Name, spec.Version, old.spec.Version, cmdErr)
+		}
+		s.log.Debug("replacing plugin", "plugin", spec.Name, "old", old.spec.Version, "new", spec.Version)
+		old.requestStop()
+		<-old.done
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+	}
+	p := newPlugin(spec)
+	s.plugins[spec.Name] = p
+	if cmdErr != nil {
+		p.fail(cmdErr.Error())
+		close(p.done)
+		s.emit(p)
+		s.mu.Unlock()
+		s.logLine(spec.Name, "cannot start %s %s: %v", spec.Name, spec.Version, cmdErr)
+		return fmt.Errorf("supervisor: start %s: %w", spec.Name, cmdErr)
+	}
+	s.wg.Add(1) // the manager
+	s.mu.Unlock()
+
+	inst, err := s.spawn(p, path, false)
+	if err != nil {
+		s.mu.Lock()
+		p.fail(err.Error())
+		s.emit(p)
+		s.mu.Unlock()
+		close(p.done)
+		s.wg.Done()
+		return fmt.Errorf("supervisor: start %s: %w", spec.Name, err)
+	}
+	go s.manage(p, path, inst)
+	return nil
+}
+
+// Stop stops the named plugin: SIGTERM to its process group, SIGKILL after
+// StopGrace. Its status becomes "stopped". It returns ErrUnknown for a name
+// never started.
+func (s *Supervisor) Stop(name string) error {
+	l := s.opLock(name)
+	l.Lock()
+	defer l.Unlock()
+	s.mu.Lock()
+	p := s.plugins[name]
+	s.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%w: %s", ErrUnknown, name)
+	}
+	p.requestStop()
+	<-p.done
+	s.mu.Lock()
+	if p.state != StateStopped {
+		p.setState(StateStopped)
+		s.emit(p)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// List returns the status of every plugin started so far, sorted by name.
+func (s *Supervisor) List() []Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Status, 0, len(s.plugins))
+	for _, p := range s.plugins {
+		out = append(out, p.status())
+	}
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Status returns the named plugin's status.
+func (s *Supervisor) Status(name string) (Status, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.plugins[name]
+	if p == nil {
+		return Status{}, false
+	}
+	return p.status(), true
+}
+
+// Running reports whether a process of the named plugin is alive (starting
+// or running).
+func (s *Supervisor) Running(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.plugins[name]
+	return p != nil && p.cur != nil && !p.cur.gone
+}
+
+// LogPath returns the path of the named plugin's log file ("" without LogDir).
+func (s *Supervisor) LogPath(name string) string {
+	if s.cfg.LogDir == "" {
+		return ""
+	}
+	return filepath.Join(s.cfg.LogDir, name+".log")
+}
+
+// Subscribe returns a channel of events with buf slots and a cancel
+// function. Events that do not fit are dropped for that subscriber, so a
+// slow subscriber never delays the supervisor; List gives the full state.
+// The channel is closed by cancel or when Run returns.
+func (s *Supervisor) Subscribe(buf int) (<-chan Event, func()) {
+	ch := make(chan Event, max(buf, 0))
+	s.mu.Lock()
+	id := s.nextSub
+	s.nextSub++
+	if s.finished {
+		close(ch)
+	} else {
+		s.subs[id] = ch
+	}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if c, ok := s.subs[id]; ok {
+			delete(s.subs, id)
+			close(c)
+		}
+	}
+}
+
+// emit sends p's status to every subscriber. s.mu must be held.
+func (s *Supervisor) emit(p *plugin) {
+	if len(s.subs) == 0 {
+		return
+	}
+	ev := Event{Type: EventPlugin, Status: p.status()}
+	for _, ch := range s.subs {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+}
+
+// Deliver hands a message from the mesh to the local instance of
+// subservice. It never blocks: it returns an error wrapping ErrNotRunning
+// when no instance runs it (the wiring answers with a Nack), ErrQueueFull
+// when the plugin's queue is full (the message is dropped and counted), or
+// ErrBadPayload when payload is not one JSON value of at most MaxLine bytes.
+func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast bool) error {
+	if len(payload) > s.cfg.MaxLine {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrBadPayload, len(payload), s.cfg.MaxLine)
+	}
+	line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpMessage, From: from.ID, FromName: from.Name, Broadcast: broadcast, Data: payload})
+	if err != nil || len(payload) == 0 {
+		return fmt.Errorf("%w: not a JSON value", ErrBadPayload)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.plugins[name]
+	if p == nil || p.cur == nil || p.cur.gone {
+		return fmt.Errorf("%w: %s", ErrNotRunning, name)
+	}
+	return s.push(p.cur, line)
+}
+
+// push queues a frame for inst. s.mu must be held.
+func (s *Supervisor) push(inst *instance, line []byte) error {
+	switch inst.q.push(line) {
+	case pushFull:
+		inst.p.dropped.Add(1)
+		return fmt.Errorf("%w: %s", ErrQueueFull, inst.p.name)
+	case pushClosed:
+		return fmt.Errorf("%w: %s", ErrNotRunning, inst.p.name)
+	}
+	return nil
+}
+
+// NackReason returns the reason a node sends back in a nack for a Deliver
+// error: "no-subservice", "queue-full" or "rejected". Nack turns it back
+// into the error code the sending plugin sees.
+func NackReason(err error) string {
+	switch {
+	case errors.Is(err, ErrNotRunning):
+		return subservice.CodeNoSubservice
+	case errors.Is(err, ErrQueueFull):
+		return subservice.CodeQueueFull
+	}
+	return subservice.CodeRejected
+}
+
+// track remembers that mesh id refers to the plugin's own id on inst.
+func (s *Supervisor) track(inst *instance, pluginID uint64) uint64 {
+	id := s.meshID.Add(1)
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	if old := s.ring[s.ringPos]; old != 0 {
+		delete(s.pend, old)
+	}
+	s.ring[s.ringPos] = id
+	s.ringPos = (s.ringPos + 1) % len(s.ring)
+	s.pend[id] = pending{inst: inst, pluginID: pluginID}
+	return id
+}
+
+func (s *Supervisor) untrack(id uint64) (pending, bool) {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	p, ok := s.pend[id]
+	delete(s.pend, id)
+	return p, ok
+}
+
+// Nack reports that from refused the message this node sent with mesh id
+// id for subservice: the plugin that sent it gets an error frame with its
+// own id for that send, the code reason names ("no-subservice",
+// "queue-full"; anything else is "rejected"), and to = from.ID. Nacks for
+// unknown ids (too old: only the last 16384 sends are remembered) or for a
+// plugin instance that has gone are dropped.
+func (s *Supervisor) Nack(name string, id uint64, from Peer, reason string) {
+	pd, ok := s.untrack(id)
+	if !ok || pd.inst.p.name != name {
+		s.log.Debug("nack for unknown message", "plugin", name, "id", id, "peer", from.ID)
+		return
+	}
+	code := reason
+	var msg string
+	switch reason {
+	case subservice.CodeNoSubservice:
+		msg = fmt.Sprintf("node %s (%s) does not run %s", from.ID, from.Name, name)
+	case subservice.CodeQueueFull:
+		msg = fmt.Sprintf("node %s (%s): the %s plugin's queue is full", from.ID, from.Name, name)
+	default:
+		code = subservice.CodeRejected
+		msg = fmt.Sprintf("node %s (%s) refused the message: %s", from.ID, from.Name, reason)
+	}
+	line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpError, ID: pd.pluginID, Code: code, Message: msg, To: from.ID})
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pd.inst.conn != nil && !pd.inst.gone {
+		s.push(pd.inst, line)
+	}
+}
+
+// PeerEvent tells every connected plugin that p came up or went down. Events
+// that change nothing (up for a known peer, down for an unknown one) are
+// ignored, so plugins see each change once.
+func (s *Supervisor) PeerEvent(up bool, p Peer) {
+	self := s.cfg.Router.Self()
+	if p.ID == "" || p.ID == self.ID {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, known := s.peers[p.ID]
+	ev := subservice.PeerDown
+	if up {
+		if known && old == p {
+			return
+		}
+		s.peers[p.ID] = p
+		ev = subservice.PeerUp
+	} else {
+		if !known {
+			return
+		}
+		delete(s.peers, p.ID)
+		if p.Name == "" {
+			p.Name = old.Name
+		}
+	}
+	line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpPeer, Event: ev, Peer: &p})
+	if err != nil {
+		return
+	}
+	for _, pl := range s.plugins {
+		if inst := pl.cur; inst != nil && inst.conn != nil && !inst.gone {
+			s.push(inst, line)
+		}
+	}
+}
+
+// Click delivers a click on menu item item to the named plugin. It returns
+// ErrNotRunning when the plugin is not connected and ErrMenuItem when its
+// menu has no such enabled item.
+func (s *Supervisor) Click(name, item string) error {
+	line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpClick, Item: item})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.plugins[name]
+	if p == nil || p.cur == nil || p.cur.conn == nil || p.cur.gone {
+		return fmt.Errorf("%w: %s", ErrNotRunning, name)
+	}
+	if !slices.ContainsFunc(p.menu, func(m MenuItem) bool { return m.ID == item && m.Enabled }) {
+		return fmt.Errorf("%w: %s: %q", ErrMenuItem, name, item)
+	}
+	return s.push(p.cur, line)
+}

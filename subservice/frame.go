@@ -1,0 +1,355 @@
+package subservice
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ProtocolVersion is the version of the plugin protocol this package speaks.
+// A plugin sends it in hello; the node refuses any other with bad-protocol.
+const ProtocolVersion = 1
+
+// DefaultMaxLine is the default cap, in bytes, on one frame (one line,
+// without its newline). The node announces its cap in welcome as max_line.
+const DefaultMaxLine = 1 << 20
+
+// The environment variables the node sets for every plugin it starts.
+const (
+	EnvSocket     = "NEARBY_SOCKET"     // path of the node's unix socket
+	EnvToken      = "NEARBY_TOKEN"      // one-time token for hello
+	EnvNodeID     = "NEARBY_NODE_ID"    // id of the node running the plugin
+	EnvNodeName   = "NEARBY_NODE_NAME"  // display name of that node
+	EnvSubservice = "NEARBY_SUBSERVICE" // the plugin's subservice name
+	EnvVersion    = "NEARBY_VERSION"    // the plugin's version
+)
+
+// Frame ops. Plugin to node: hello, send, broadcast, menu. Node to plugin:
+// welcome, message, peer, error, click.
+const (
+	OpHello     = "hello"
+	OpSend      = "send"
+	OpBroadcast = "broadcast"
+	OpMenu      = "menu"
+	OpWelcome   = "welcome"
+	OpMessage   = "message"
+	OpPeer      = "peer"
+	OpError     = "error"
+	OpClick     = "click"
+)
+
+// Error codes carried by error frames. docs/PROTOCOL.md says when each is sent.
+const (
+	CodeBadFrame      = "bad-frame"       // not a JSON object, unknown op, or a field of the wrong type
+	CodeTooLarge      = "too-large"       // the line exceeded max_line and was discarded
+	CodeBadToken      = "bad-token"       // hello with a token that is unknown or already used; the node closes
+	CodeBadProtocol   = "bad-protocol"    // hello with an unsupported protocol version; the node closes
+	CodeNotWelcomeYet = "not-welcome-yet" // a frame other than hello before welcome
+	CodeNoPeer        = "no-peer"         // send to a node id that is not connected
+	CodeNoSubservice  = "no-subservice"   // the remote node does not run this subservice (asynchronous)
+	CodeQueueFull     = "queue-full"      // the node's or the remote's queue is full; the frame was not sent
+	CodeRejected      = "rejected"        // the remote refused the message for another reason (asynchronous)
+	CodeSendFailed    = "send-failed"     // the mesh failed to send for another reason
+	CodeDropped       = "dropped"         // the node dropped frames for this plugin because it read too slowly
+)
+
+// Peer events.
+const (
+	PeerUp   = "up"
+	PeerDown = "down"
+)
+
+// Errors returned by the codec.
+var (
+	// ErrTooLarge reports a line longer than the cap. LineReader has already
+	// discarded it; the next call reads the following line.
+	ErrTooLarge = errors.New("subservice: line too large")
+	// ErrBadFrame reports a line that is not a valid frame.
+	ErrBadFrame = errors.New("subservice: bad frame")
+)
+
+// Peer is a node on the mesh.
+type Peer struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// MenuItem is one entry a plugin offers in the tray menu.
+type MenuItem struct {
+	ID      string `json:"id"`
+	Label   string `json:"label"`
+	Enabled bool   `json:"enabled"`
+	Checked bool   `json:"checked"`
+}
+
+// Limits on a menu; ValidateMenu enforces them.
+const (
+	MaxMenuItems = 32
+	MaxMenuIDLen = 64
+	MaxMenuLabel = 128
+)
+
+// ValidateMenu reports whether items is a menu the node accepts: at most
+// MaxMenuItems items, each with a unique non-empty ID of at most
+// MaxMenuIDLen bytes and a non-empty Label of at most MaxMenuLabel bytes.
+func ValidateMenu(items []MenuItem) error {
+	if len(items) > MaxMenuItems {
+		return fmt.Errorf("%w: menu has %d items, at most %d allowed", ErrBadFrame, len(items), MaxMenuItems)
+	}
+	seen := make(map[string]bool, len(items))
+	for i, it := range items {
+		switch {
+		case it.ID == "" || len(it.ID) > MaxMenuIDLen:
+			return fmt.Errorf("%w: menu item %d: id must be 1..%d bytes", ErrBadFrame, i, MaxMenuIDLen)
+		case it.Label == "" || len(it.Label) > MaxMenuLabel:
+			return fmt.Errorf("%w: menu item %q: label must be 1..%d bytes", ErrBadFrame, it.ID, MaxMenuLabel)
+		case seen[it.ID]:
+			return fmt.Errorf("%w: menu item id %q repeated", ErrBadFrame, it.ID)
+		}
+		seen[it.ID] = true
+	}
+	return nil
+}
+
+// Frame is one protocol message: the union of the fields of every op. Op
+// says which fields matter; the others are zero. Marshalling a Frame writes
+// exactly the fields of its op (see docs/PROTOCOL.md), always on one line.
+type Frame struct {
+	Op string `json:"op"`
+
+	// ID is chosen by the plugin on send and broadcast (0: none) and echoed
+	// in error frames about that frame.
+	ID uint64 `json:"id,omitempty"`
+
+	// hello
+	Token    string `json:"token,omitempty"`
+	Protocol int    `json:"protocol,omitempty"`
+
+	// send (To), error (To: the node the failed send was for)
+	To string `json:"to,omitempty"`
+	// send, broadcast, message: any JSON value, carried as raw bytes.
+	Data json.RawMessage `json:"data,omitempty"`
+
+	// menu
+	Items []MenuItem `json:"items,omitempty"`
+
+	// welcome
+	Node       *Peer  `json:"node,omitempty"`
+	Subservice string `json:"subservice,omitempty"`
+	Version    string `json:"version,omitempty"`
+	Peers      []Peer `json:"peers,omitempty"`
+	MaxLine    int    `json:"max_line,omitempty"`
+
+	// message
+	From      string `json:"from,omitempty"`
+	FromName  string `json:"from_name,omitempty"`
+	Broadcast bool   `json:"broadcast,omitempty"`
+
+	// peer
+	Event string `json:"event,omitempty"`
+	Peer  *Peer  `json:"peer,omitempty"`
+
+	// error
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+
+	// click
+	Item string `json:"item,omitempty"`
+}
+
+// frameUnion marshals a Frame of an unknown op: every non-zero field.
+type frameUnion Frame
+
+func rawOrNull(d json.RawMessage) json.RawMessage {
+	if len(d) == 0 {
+		return json.RawMessage("null")
+	}
+	return d
+}
+
+// MarshalJSON writes the fields that belong to f.Op, including the required
+// ones when they are zero (peers and items as [], data as null).
+func (f Frame) MarshalJSON() ([]byte, error) {
+	peer := func(p *Peer) Peer {
+		if p == nil {
+			return Peer{}
+		}
+		return *p
+	}
+	switch f.Op {
+	case OpHello:
+		return json.Marshal(struct {
+			Op       string `json:"op"`
+			Token    string `json:"token"`
+			Protocol int    `json:"protocol"`
+		}{f.Op, f.Token, f.Protocol})
+	case OpSend:
+		return json.Marshal(struct {
+			Op   string          `json:"op"`
+			ID   uint64          `json:"id,omitempty"`
+			To   string          `json:"to"`
+			Data json.RawMessage `json:"data"`
+		}{f.Op, f.ID, f.To, rawOrNull(f.Data)})
+	case OpBroadcast:
+		return json.Marshal(struct {
+			Op   string          `json:"op"`
+			ID   uint64          `json:"id,omitempty"`
+			Data json.RawMessage `json:"data"`
+		}{f.Op, f.ID, rawOrNull(f.Data)})
+	case OpMenu:
+		items := f.Items
+		if items == nil {
+			items = []MenuItem{}
+		}
+		return json.Marshal(struct {
+			Op    string     `json:"op"`
+			Items []MenuItem `json:"items"`
+		}{f.Op, items})
+	case OpWelcome:
+		peers := f.Peers
+		if peers == nil {
+			peers = []Peer{}
+		}
+		return json.Marshal(struct {
+			Op         string `json:"op"`
+			Protocol   int    `json:"protocol"`
+			Node       Peer   `json:"node"`
+			Subservice string `json:"subservice"`
+			Version    string `json:"version"`
+			Peers      []Peer `json:"peers"`
+			MaxLine    int    `json:"max_line"`
+		}{f.Op, f.Protocol, peer(f.Node), f.Subservice, f.Version, peers, f.MaxLine})
+	case OpMessage:
+		return json.Marshal(struct {
+			Op        string          `json:"op"`
+			From      string          `json:"from"`
+			FromName  string          `json:"from_name"`
+			Broadcast bool            `json:"broadcast"`
+			Data      json.RawMessage `json:"data"`
+		}{f.Op, f.From, f.FromName, f.Broadcast, rawOrNull(f.Data)})
+	case OpPeer:
+		return json.Marshal(struct {
+			Op    string `json:"op"`
+			Event string `json:"event"`
+			Peer  Peer   `json:"peer"`
+		}{f.Op, f.Event, peer(f.Peer)})
+	case OpError:
+		return json.Marshal(struct {
+			Op      string `json:"op"`
+			ID      uint64 `json:"id,omitempty"`
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			To      string `json:"to,omitempty"`
+		}{f.Op, f.ID, f.Code, f.Message, f.To})
+	case OpClick:
+		return json.Marshal(struct {
+			Op   string `json:"op"`
+			Item string `json:"item"`
+		}{f.Op, f.Item})
+	}
+	return json.Marshal(frameUnion(f))
+}
+
+// EncodeFrame returns f as one line of JSON ending in "\n".
+func EncodeFrame(f *Frame) ([]byte, error) {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return nil, fmt.Errorf("subservice: encode %s frame: %w", f.Op, err)
+	}
+	return append(b, '\n'), nil
+}
+
+// DecodeFrame parses one line (without its newline) into a Frame. It fails
+// with an error wrapping ErrBadFrame when the line is not a JSON object with
+// a non-empty string op, or a known field has the wrong type. Unknown fields
+// are ignored, so newer peers can add fields.
+func DecodeFrame(line []byte) (*Frame, error) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrBadFrame)
+	}
+	var f Frame
+	if err := json.Unmarshal(line, &f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadFrame, err)
+	}
+	if f.Op == "" {
+		return nil, fmt.Errorf("%w: missing op", ErrBadFrame)
+	}
+	return &f, nil
+}
+
+// LineReader splits a stream into lines of at most a fixed number of bytes.
+// It is not safe for concurrent use.
+type LineReader struct {
+	br  *bufio.Reader
+	max int
+	buf []byte
+}
+
+// NewLineReader returns a LineReader over r that accepts lines of at most
+// max bytes, not counting the "\n" or "\r\n" terminator (max <= 0 means
+// DefaultMaxLine).
+func NewLineReader(r io.Reader, max int) *LineReader {
+	if max <= 0 {
+		max = DefaultMaxLine
+	}
+	size := 64 << 10
+	if max+2 < size {
+		size = max + 2
+	}
+	return &LineReader{br: bufio.NewReaderSize(r, size), max: max}
+}
+
+// ReadLine returns the next line that is not blank, without its terminator.
+// The slice is valid until the next call. A line longer than the cap is
+// read to its end and discarded, and ReadLine returns ErrTooLarge; the
+// reader stays usable. An unterminated last line before EOF is returned as a
+// line; then ReadLine returns io.EOF.
+func (r *LineReader) ReadLine() ([]byte, error) {
+	for {
+		r.buf = r.buf[:0]
+		tooLarge := false
+		var err error
+		for {
+			var chunk []byte
+			chunk, err = r.br.ReadSlice('\n')
+			if !tooLarge {
+				if len(r.buf)+len(chunk) > r.max+2 {
+					tooLarge = true
+					r.buf = r.buf[:0]
+				} else {
+					r.buf = append(r.buf, chunk...)
+				}
+			}
+			if err != bufio.ErrBufferFull {
+				break
+			}
+		}
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		if tooLarge {
+			return nil, ErrTooLarge
+		}
+		line := r.buf
+		if n := len(line); n > 0 && line[n-1] == '\n' {
+			line = line[:n-1]
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			}
+		}
+		if len(line) > r.max {
+			return nil, ErrTooLarge
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			if err == io.EOF {
+				return nil, io.EOF
+			}
+			continue
+		}
+		return line, nil
+	}
+}
