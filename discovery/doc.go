@@ -19,9 +19,10 @@
 //	          d=<catalog digest>  s=<name>@<version> ...  [more=<k>]
 //
 // Every TXT string is at most 255 bytes and the whole TXT at most 1300 bytes;
-// a Service lowers that budget so that its largest response (an
-// announcement, with SRV, TXT, PTR, the DNS-SD meta PTR and the address
-// records) fits in one 1500-byte frame. Subservices are listed in the given
+// a Service lowers that budget so that every message it sends fits in one
+// 1500-byte frame with IPv6 and UDP headers. The largest is grandcat's
+// goodbye: SRV, TXT, PTR, the DNS-SD meta PTR and the address records,
+// packed without name compression. Subservices are listed in the given
 // order as long as they fit; more=k counts the ones left out, which peers
 // learn from the mesh catalog (d= tells them whether theirs is current).
 // Keys are case-insensitive; unknown keys are ignored so that later

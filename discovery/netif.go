@@ -10,7 +10,7 @@ import (
 
 // MaxAdvertisedAddrs bounds the addresses a Service puts in its responses
 // (IPv4 first), which keeps every response inside one frame.
-const MaxAdvertisedAddrs = 8
+const MaxAdvertisedAddrs = 6
 
 // FrameBytes is the size of the frame a response must fit in: one Ethernet
 // MTU. The budget subtracts a 40-byte IPv6 header and an 8-byte UDP header.
@@ -145,31 +145,28 @@ func pickAddrs(sets [][]net.Addr) []netip.Addr {
 	return uniq
 }
 
-// txtBudget returns how many TXT bytes a response of this instance, host
-// and addresses can carry within FrameBytes, at most MaxTXTBytes. It mirrors
-// the largest message grandcat/zeroconf v1.0.0 sends with name compression
-// on (an announcement: SRV, TXT, PTR, the DNS-SD meta PTR and the address
-// records, all in the answer section), counting conservatively.
+// txtBudget returns how many TXT bytes can go with this instance, host and
+// addresses so that every message grandcat/zeroconf v1.0.0 sends for the
+// service fits in FrameBytes, at most MaxTXTBytes. The largest one is the
+// goodbye: the same records as an announcement (SRV, TXT, PTR, the DNS-SD
+// meta PTR, the address records) but packed without name compression.
 func txtBudget(instance, host string, addrs []netip.Addr) int {
 	const (
-		ipUDP    = 40 + 8 // IPv6 header, UDP header
-		header   = 12
-		rrFixed  = 10                // type, class, TTL, rdlength
-		service  = 1 + 7 + 1 + 4 + 7 // "_nearby" "_tcp" "local" and the root
-		pointer  = 2
-		metaName = 1 + 9 + 1 + 7 + 1 + 4 + pointer // _services._dns-sd._udp + pointer to local.
+		ipUDP   = 40 + 8 // IPv6 header, UDP header
+		header  = 12
+		rrFixed = 10                                // type, class, TTL, rdlength
+		service = 1 + 7 + 1 + 4 + 1 + 5 + 1         // _nearby._tcp.local.
+		meta    = 1 + 9 + 1 + 7 + 1 + 4 + 1 + 5 + 1 // _services._dns-sd._udp.local.
 	)
+	inst := 1 + len(instance) + service
+	hostName := 1 + len(host) + 1 + 5 + 1
 	n := ipUDP + header
-	n += (1 + len(instance) + service) + rrFixed + 6 + (1 + len(host) + 1 + 5 + 1) // SRV; its target is never compressed
-	n += pointer + rrFixed                                                         // TXT, without its strings
-	n += pointer + rrFixed + pointer                                               // PTR
-	n += metaName + rrFixed + pointer                                              // _services._dns-sd._udp PTR
-	for i, a := range addrs {
-		owner := pointer
-		if i == 0 {
-			owner = 1 + len(host) + pointer
-		}
-		n += owner + rrFixed + len(a.AsSlice())
+	n += inst + rrFixed + 6 + hostName // SRV
+	n += inst + rrFixed                // TXT, without its strings
+	n += service + rrFixed + inst      // PTR
+	n += meta + rrFixed + service      // meta PTR
+	for _, a := range addrs {
+		n += hostName + rrFixed + len(a.AsSlice())
 	}
 	return min(MaxTXTBytes, FrameBytes-n)
 }
