@@ -1,0 +1,636 @@
+package distrib
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// OriginLocal is InstallOptions.Origin for archives from this node's own
+// dist folder or disk.
+const OriginLocal = "local"
+
+const (
+	stateFile     = "state.json"
+	recordExt     = ".json"
+	stagingPrefix = ".staging-"
+	trashPrefix   = ".trash-"
+)
+
+// Store holds installed plugins under one directory:
+//
+//	DIR/NAME/VERSION/        the unpacked archive (never modified)
+//	DIR/NAME/VERSION.json    install record: sha256, signer, origin, time
+//	DIR/NAME/state.json      {"current": VERSION, "previous": VERSION}
+//	DIR/.staging-*/          installs in progress (removed by OpenStore)
+//
+// A version directory appears only by renaming a complete, verified tree
+// into place, and state.json is replaced atomically, so a crash at any
+// point leaves either the old or the new version current. Methods are safe
+// for concurrent use; one process should own the directory.
+type Store struct {
+	dir       string
+	installMu sync.Mutex // serialises changes (Install, Remove, SetCurrent)
+
+	mu      sync.RWMutex
+	plugins map[string]*plugin
+}
+
+type plugin struct {
+	current, previous string
+	versions          map[string]*Installed
+}
+
+type pluginState struct {
+	Current  string `json:"current"`
+	Previous string `json:"previous,omitempty"`
+}
+
+type installRecord struct {
+	Name        string    `json:"name"`
+	Version     string    `json:"version"`
+	SHA256      string    `json:"sha256"`
+	Signer      string    `json:"signer,omitempty"`
+	Origin      string    `json:"origin"`
+	InstalledAt time.Time `json:"installed_at"`
+}
+
+// Installed describes one installed version.
+type Installed struct {
+	Name, Version string
+	// Dir is the absolute path of the unpacked archive; run the plugin
+	// from here (see Manifest.ResolveArgv).
+	Dir string
+	// SHA256 is the hex SHA-256 of the archive it came from.
+	SHA256 string
+	// Signer is the SignerID that signed it, "" if unsigned.
+	Signer   string
+	Manifest *Manifest
+	// InstalledAt is when it was installed.
+	InstalledAt time.Time
+	// Origin is InstallOptions.Origin: OriginLocal or a node id.
+	Origin string
+	// Current reports whether this is the version that runs.
+	Current bool
+	// NewPin is set on the result of the Install that pinned Signer for
+	// Name (the first signed install of that name).
+	NewPin bool
+}
+
+// InstallOptions tunes Store.Install.
+type InstallOptions struct {
+	// AllowDowngrade installs a version lower than the current one, and
+	// replaces an installed version that has different content.
+	AllowDowngrade bool
+	// AllowUnsigned installs an unsigned archive from a peer. Unsigned
+	// archives from OriginLocal are always allowed.
+	AllowUnsigned bool
+	// Trust holds the publisher pins. Required for signed archives from
+	// peers; a signed archive from OriginLocal without a Trust is not
+	// pinned.
+	Trust *TrustStore
+	// Limits bound the archive (DefaultLimits when zero).
+	Limits Limits
+	// Origin is OriginLocal for an archive from this node, or the id of the
+	// node it was fetched from. Anything but OriginLocal, including "",
+	// counts as a peer.
+	Origin string
+}
+
+// OpenStore opens (creating if needed) the store in dir, loads what is
+// installed, and removes leftovers of interrupted installs.
+func OpenStore(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("distrib: open store: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("distrib: open store: %w", err)
+	}
+	s := &Store{dir: abs, plugins: map[string]*plugin{}}
+	ents, err := os.ReadDir(abs)
+	if err != nil {
+		return nil, fmt.Errorf("distrib: open store: %w", err)
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, stagingPrefix) || strings.HasPrefix(n, trashPrefix) {
+			os.RemoveAll(filepath.Join(abs, n))
+			continue
+		}
+		if !e.IsDir() || ValidName(n) != nil {
+			continue
+		}
+		if p := s.load(n); p != nil {
+			s.plugins[n] = p
+		}
+	}
+	return s, nil
+}
+
+// load reads one plugin's records and state; versions without a record
+// (an install interrupted after its rename) are removed.
+func (s *Store) load(name string) *plugin {
+	nd := filepath.Join(s.dir, name)
+	p := &plugin{versions: map[string]*Installed{}}
+	ents, err := os.ReadDir(nd)
+	if err != nil {
+		return nil
+	}
+	for _, e := range ents {
+		ver, ok := strings.CutSuffix(e.Name(), recordExt)
+		if !ok || e.IsDir() {
+			continue
+		}
+		if _, err := ParseVersion(ver); err != nil {
+			continue
+		}
+		if in, err := s.readInstalled(name, ver); err == nil {
+			p.versions[ver] = in
+		}
+	}
+	for _, e := range ents {
+		if _, err := ParseVersion(e.Name()); err == nil && e.IsDir() && p.versions[e.Name()] == nil {
+			os.RemoveAll(filepath.Join(nd, e.Name()))
+		}
+	}
+	var st pluginState
+	if b, err := os.ReadFile(filepath.Join(nd, stateFile)); err == nil && json.Unmarshal(b, &st) == nil {
+		if p.versions[st.Current] != nil {
+			p.current = st.Current
+		}
+		if p.versions[st.Previous] != nil {
+			p.previous = st.Previous
+		}
+	}
+	if len(p.versions) == 0 {
+		return nil
+	}
+	if p.current == "" { // state lost: run the highest version
+		p.current = highest(p.versions)
+	}
+	return p
+}
+
+func (s *Store) readInstalled(name, ver string) (*Installed, error) {
+	nd := filepath.Join(s.dir, name)
+	b, err := os.ReadFile(filepath.Join(nd, ver+recordExt))
+	if err != nil {
+		return nil, err
+	}
+	var r installRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	if r.Name != name || r.Version != ver {
+		return nil, fmt.Errorf("record %s/%s%s names %s %s", name, ver, recordExt, r.Name, r.Version)
+	}
+	dir := filepath.Join(nd, ver)
+	mb, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return nil, err
+	}
+	m, err := ParseManifest(mb)
+	if err != nil {
+		return nil, err
+	}
+	return &Installed{Name: name, Version: ver, Dir: dir, SHA256: r.SHA256, Signer: r.Signer,
+		Manifest: m, InstalledAt: r.InstalledAt, Origin: r.Origin}, nil
+}
+
+func highest(vs map[string]*Installed) string {
+	best := ""
+	for v := range vs {
+		if best == "" || Compare(v, best) > 0 {
+			best = v
+		}
+	}
+	return best
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Install verifies and installs the archive at archivePath (its signature,
+// if any, is archivePath+".sig"), makes it the current version of its
+// plugin, keeps the version that was current before, and removes older
+// ones. In order, it:
+//
+//   - parses the file name, hashes the archive, and verifies its signature;
+//   - applies the trust policy: a signed archive must be by the signer
+//     pinned for its name (with no pin yet, the signer is pinned, and
+//     Installed.NewPin is set); an unsigned archive from a peer is refused
+//     unless opt.AllowUnsigned;
+//   - refuses a lower version than the current one unless
+//     opt.AllowDowngrade; installing the installed version with the same
+//     content just makes it current;
+//   - extracts into a staging directory (Extract's checks), hashing again to
+//     be sure the bytes did not change, and validates the manifest against
+//     the file name;
+//   - renames the tree into place, then switches "current" atomically.
+//
+// Any failure leaves what was installed untouched, and the error (wrapping
+// one of this package's sentinels) says why and what to do.
+func (s *Store) Install(archivePath string, opt InstallOptions) (*Installed, error) {
+	s.installMu.Lock()
+	defer s.installMu.Unlock()
+	file := filepath.Base(archivePath)
+	in, err := s.install(archivePath, file, opt)
+	if err != nil {
+		return nil, fmt.Errorf("install %s: %w", file, err)
+	}
+	return in, nil
+}
+
+func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installed, error) {
+	lim := opt.Limits.withDefaults()
+	name, v, err := ParseFileName(file)
+	if err != nil {
+		return nil, err
+	}
+	version := v.String()
+	remote := opt.Origin != OriginLocal
+	from := "this node"
+	if remote {
+		from = fmt.Sprintf("node %q", opt.Origin)
+	}
+
+	f, err := os.Open(archivePath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > lim.MaxArchiveBytes {
+		return nil, fmt.Errorf("%w: archive is %d bytes, more than %d", ErrTooLarge, fi.Size(), lim.MaxArchiveBytes)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, err
+	}
+	sum := h.Sum(nil)
+	sumHex := hex.EncodeToString(sum)
+
+	// Signature and trust.
+	sig, _, err := readSig(archivePath + SigExt)
+	if err != nil {
+		return nil, fmt.Errorf("%w; the archive was not installed (get a good signature, or remove the .sig to treat it as unsigned)", err)
+	}
+	signer := ""
+	if sig != nil {
+		if err := sig.Verify(sum); err != nil {
+			return nil, err
+		}
+		signer = SignerID(sig.Signer)
+	}
+	newPin := false
+	switch {
+	case signer != "" && opt.Trust != nil:
+		pinned, ok := opt.Trust.Get(name)
+		if ok && pinned != signer {
+			return nil, fmt.Errorf("%w: %s is pinned to publisher %s, but this archive from %s is signed by %s; "+
+				"if the publisher really changed keys, check with them, then run `nearby trust unpin %s` and try again",
+				ErrUntrustedSigner, name, pinned, from, signer, name)
+		}
+		newPin = !ok
+	case signer != "" && remote:
+		return nil, fmt.Errorf("%w: no trust store to check the pin for %s (a wiring bug: InstallOptions.Trust is nil)", ErrUntrustedSigner, name)
+	case signer == "" && remote && !opt.AllowUnsigned:
+		return nil, fmt.Errorf("%w: %s from %s has no signature, and only signed plugins are installed from peers; "+
+			"ask the publisher to sign it (`nearby pack --sign DIR`), or accept the risk with --allow-unsigned",
+			ErrUnsigned, file, from)
+	}
+
+	// Version policy.
+	s.mu.RLock()
+	var cur, same *Installed
+	if p := s.plugins[name]; p != nil {
+		cur, same = p.versions[p.current], p.versions[version]
+	}
+	s.mu.RUnlock()
+	if cur != nil && Compare(version, cur.Version) < 0 && !opt.AllowDowngrade {
+		return nil, fmt.Errorf("%w: %s %s is older than the installed %s; ask for the downgrade explicitly (e.g. `nearby run %s@%s --downgrade`)",
+			ErrDowngrade, name, version, cur.Version, name, version)
+	}
+	if same != nil {
+		if same.SHA256 == sumHex {
+			if err := s.switchTo(name, version); err != nil {
+				return nil, err
+			}
+			in, _ := s.get(name, version)
+			return in, nil
+		}
+		if !opt.AllowDowngrade {
+			return nil, fmt.Errorf("%w: %s %s is installed from an archive with sha256 %s, this one is %s; "+
+				"versions are immutable: publish a new version, or remove %s %s first",
+				ErrVersionConflict, name, version, same.SHA256[:12], sumHex[:12], name, version)
+		}
+	}
+
+	// Extract into staging, re-hashing what is read.
+	staging, err := os.MkdirTemp(s.dir, stagingPrefix)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(staging)
+	tree := filepath.Join(staging, "tree")
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	h2 := sha256.New()
+	tee := io.TeeReader(f, h2)
+	if err := Extract(tee, tree, lim); err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(h2, f); err != nil {
+		return nil, err
+	}
+	if hex.EncodeToString(h2.Sum(nil)) != sumHex {
+		return nil, fmt.Errorf("%w: the archive changed while it was being installed; try again", ErrChanged)
+	}
+	mb, err := os.ReadFile(filepath.Join(tree, ManifestFile))
+	if errors.Is(err, os.ErrNotExist) {
+		mb, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := manifestFor(file, name, version, mb, "")
+	if err != nil {
+		return nil, err
+	}
+
+	// Commit: pin, rename into place, record, switch.
+	if newPin {
+		if err := opt.Trust.Pin(name, signer); err != nil {
+			return nil, err
+		}
+	}
+	undo := []func(){}
+	fail := func(err error) (*Installed, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return nil, err
+	}
+	if newPin {
+		undo = append(undo, func() { opt.Trust.Unpin(name) })
+	}
+	nd := filepath.Join(s.dir, name)
+	if err := os.MkdirAll(nd, 0o755); err != nil {
+		return fail(err)
+	}
+	vdir := filepath.Join(nd, version)
+	if _, err := os.Lstat(vdir); err == nil { // replaced (AllowDowngrade) or orphaned
+		trash := filepath.Join(staging, "old")
+		if err := os.Rename(vdir, trash); err != nil {
+			return fail(err)
+		}
+		undo = append(undo, func() { os.Rename(trash, vdir) })
+	}
+	if err := os.Rename(tree, vdir); err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() { os.RemoveAll(vdir) })
+	rec := installRecord{Name: name, Version: version, SHA256: sumHex, Signer: signer, Origin: cmp.Or(opt.Origin, "unknown"), InstalledAt: time.Now().UTC().Truncate(time.Second)}
+	recPath := filepath.Join(nd, version+recordExt)
+	oldRec, recErr := os.ReadFile(recPath)
+	if err := writeJSON(recPath, rec); err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() {
+		if recErr == nil {
+			writeFileAtomic(recPath, oldRec, 0o644)
+		} else {
+			os.Remove(recPath)
+		}
+	})
+	in := &Installed{Name: name, Version: version, Dir: vdir, SHA256: sumHex, Signer: signer, Manifest: m,
+		InstalledAt: rec.InstalledAt, Origin: rec.Origin}
+	s.mu.Lock()
+	p := s.plugins[name]
+	if p == nil {
+		p = &plugin{versions: map[string]*Installed{}}
+		s.plugins[name] = p
+	}
+	prevIn := p.versions[version]
+	p.versions[version] = in
+	s.mu.Unlock()
+	if err := s.switchTo(name, version); err != nil {
+		s.mu.Lock()
+		if prevIn != nil {
+			p.versions[version] = prevIn
+		} else {
+			delete(p.versions, version)
+			if len(p.versions) == 0 {
+				delete(s.plugins, name)
+			}
+		}
+		s.mu.Unlock()
+		return fail(err)
+	}
+	out, _ := s.get(name, version)
+	out.NewPin = newPin
+	return out, nil
+}
+
+// switchTo makes version current (the old current becomes previous),
+// writes state.json, and prunes versions other than those two.
+func (s *Store) switchTo(name, version string) error {
+	s.mu.RLock()
+	p := s.plugins[name]
+	st := pluginState{Current: version, Previous: p.previous}
+	if p.current != version && p.current != "" {
+		st.Previous = p.current
+	}
+	if st.Previous == version {
+		st.Previous = ""
+	}
+	s.mu.RUnlock()
+	if err := writeJSON(filepath.Join(s.dir, name, stateFile), st); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	p.current, p.previous = st.Current, st.Previous
+	var prune []string
+	for v := range p.versions {
+		if v != p.current && v != p.previous {
+			prune = append(prune, v)
+			delete(p.versions, v)
+		}
+	}
+	s.mu.Unlock()
+	for _, v := range prune {
+		s.removeFiles(name, v)
+	}
+	return nil
+}
+
+// removeFiles deletes one version's record, then its tree (moved aside
+// first so that a half-deleted tree is never under its version name).
+func (s *Store) removeFiles(name, version string) error {
+	nd := filepath.Join(s.dir, name)
+	if err := os.Remove(filepath.Join(nd, version+recordExt)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	trash, err := os.MkdirTemp(s.dir, trashPrefix)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(trash)
+	if err := os.Rename(filepath.Join(nd, version), filepath.Join(trash, "t")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'), 0o644)
+}
+
+func (s *Store) get(name, version string) (*Installed, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p := s.plugins[name]
+	if p == nil || p.versions[version] == nil {
+		return nil, false
+	}
+	in := *p.versions[version]
+	in.Current = version == p.current
+	return &in, true
+}
+
+// Current returns the version of name that runs.
+func (s *Store) Current(name string) (*Installed, bool) {
+	s.mu.RLock()
+	p := s.plugins[name]
+	s.mu.RUnlock()
+	if p == nil {
+		return nil, false
+	}
+	s.mu.RLock()
+	cur := p.current
+	s.mu.RUnlock()
+	return s.get(name, cur)
+}
+
+// Version returns one installed version of name.
+func (s *Store) Version(name, version string) (*Installed, bool) {
+	return s.get(name, version)
+}
+
+// List returns every installed version, sorted by name, then version from
+// highest; Current marks the one that runs.
+func (s *Store) List() []Installed {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []Installed
+	for _, p := range s.plugins {
+		for v, in := range p.versions {
+			c := *in
+			c.Current = v == p.current
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b Installed) int {
+		if c := cmp.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return Compare(b.Version, a.Version)
+	})
+	return out
+}
+
+// SetCurrent makes an installed version the current one (e.g. to roll back
+// to the previous version). The old current becomes the previous one and
+// older versions are pruned.
+func (s *Store) SetCurrent(name, version string) error {
+	s.installMu.Lock()
+	defer s.installMu.Unlock()
+	if _, ok := s.get(name, version); !ok {
+		return fmt.Errorf("distrib: set current: %w: %s %s is not installed", ErrNotFound, name, version)
+	}
+	if err := s.switchTo(name, version); err != nil {
+		return fmt.Errorf("distrib: set current %s %s: %w", name, version, err)
+	}
+	return nil
+}
+
+// Remove uninstalls one version of name, or all of them if version is "".
+// Removing the current version makes the previous one current (or the
+// highest left). Stop the plugin first.
+func (s *Store) Remove(name, version string) error {
+	s.installMu.Lock()
+	defer s.installMu.Unlock()
+	s.mu.RLock()
+	p := s.plugins[name]
+	if p == nil || (version != "" && p.versions[version] == nil) {
+		s.mu.RUnlock()
+		return fmt.Errorf("distrib: remove: %w: %s %s is not installed", ErrNotFound, name, version)
+	}
+	left := map[string]*Installed{}
+	var gone []string
+	for v, in := range p.versions {
+		if version == "" || v == version {
+			gone = append(gone, v)
+		} else {
+			left[v] = in
+		}
+	}
+	st := pluginState{Current: p.current, Previous: p.previous}
+	s.mu.RUnlock()
+	if left[st.Previous] == nil {
+		st.Previous = ""
+	}
+	if left[st.Current] == nil {
+		st.Current, st.Previous = st.Previous, ""
+		if st.Current == "" {
+			st.Current = highest(left)
+		}
+	}
+	nd := filepath.Join(s.dir, name)
+	if len(left) == 0 {
+		if err := os.Remove(filepath.Join(nd, stateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("distrib: remove %s: %w", name, err)
+		}
+	} else if err := writeJSON(filepath.Join(nd, stateFile), st); err != nil {
+		return fmt.Errorf("distrib: remove %s: %w", name, err)
+	}
+	s.mu.Lock()
+	if len(left) == 0 {
+		delete(s.plugins, name)
+	} else {
+		p.versions, p.current, p.previous = left, st.Current, st.Previous
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, v := range gone {
+		if err := s.removeFiles(name, v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(left) == 0 {
+		os.Remove(nd)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("distrib: remove %s: %w", name, err)
+	}
+	return nil
+}
