@@ -33,7 +33,9 @@ type Hint struct {
 	// Host is the host name from the SRV record, e.g. "alice-1a2b3c4d.local.".
 	// Nothing answers queries for it: dial Addrs instead.
 	Host string
-	// Addrs are the addresses that came with the response (never empty).
+	// Addrs are the addresses that came with the response (never empty), in
+	// the order the node gave them (IPv4 first). An IPv6 link-local address
+	// carries the zone of the interface when only one was browsed.
 	Addrs []netip.Addr
 	// Port is the mesh port (SRV).
 	Port int
@@ -103,7 +105,7 @@ func Browse(ctx context.Context, cfg BrowseConfig) ([]Hint, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := filter{log: log, self: cfg.Self, mesh: cfg.MeshID, ignored: new(atomic.Uint64)}
+	f := filter{log: log, self: cfg.Self, mesh: cfg.MeshID, zone: zoneOf(ifaces), ignored: new(atomic.Uint64)}
 	byID := map[string]Hint{}
 	take := func(e *zeroconf.ServiceEntry) {
 		if h, ok := f.hint(e, time.Now()); ok {
@@ -195,11 +197,22 @@ func (b *browser) stop(log *slog.Logger, take func(*zeroconf.ServiceEntry)) {
 	}
 }
 
+// zoneOf returns the name of the only interface in ifaces, or "" when there
+// are several: grandcat does not say on which one a response arrived, so an
+// IPv6 link-local address gets a zone only when there is no doubt.
+func zoneOf(ifaces []net.Interface) string {
+	if len(ifaces) == 1 {
+		return ifaces[0].Name
+	}
+	return ""
+}
+
 // filter turns grandcat entries into hints, dropping what is not for us.
 type filter struct {
 	log     *slog.Logger
 	self    string // node id to skip silently
 	mesh    string // mesh id to require; "" accepts all
+	zone    string // zone for IPv6 link-local addresses: the one interface browsed
 	ignored *atomic.Uint64
 }
 
@@ -233,6 +246,9 @@ func (f filter) hint(e *zeroconf.ServiceEntry, now time.Time) (Hint, bool) {
 			continue
 		}
 		a = a.Unmap()
+		if a.Is6() && a.IsLinkLocalUnicast() && f.zone != "" {
+			a = a.WithZone(f.zone) // dialable only with its interface
+		}
 		if a.IsUnspecified() || a.IsMulticast() || slices.Contains(addrs, a) {
 			continue
 		}

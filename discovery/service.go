@@ -231,7 +231,13 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	adv, err := s.register(nil, ns, s.cfg.Record)
+	rec := s.cfg.Record
+	s.mu.Lock()
+	if s.pending != nil { // an Update before Run: start with it
+		rec, s.pending = *s.pending, nil
+	}
+	s.mu.Unlock()
+	adv, err := s.register(nil, ns, rec)
 	if err != nil {
 		return err
 	}
@@ -253,6 +259,7 @@ func (s *Service) Run(ctx context.Context) error {
 			entries chan *zeroconf.ServiceEntry
 			regErr  error // a re-registration's netsafe failure
 		)
+		f.zone = zoneOf(adv.net.ifaces)
 		b, err := startBrowse(ctx, adv.net.ifaces)
 		if err != nil {
 			s.log.Debug("mdns browse not started", "err", err)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -565,5 +566,77 @@ func TestRefusesWithForeignInterface(t *testing.T) {
 	}
 	if st := svc.Stats(); st.Registrations != 0 || st.Browses != 0 {
 		t.Fatalf("stats %+v after refusal", st)
+	}
+}
+
+func TestUpdateBeforeRun(t *testing.T) {
+	obs := start(t, Config{Port: 7950, Record: testRecord(0)})
+	rec := testRecord(1)
+	svc, err := New(Config{Port: 7951, Record: rec, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Digest = "before-run"
+	if err := svc.Update(rec); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	h := waitHint(t, obs, 10*time.Second, fromNode(rec.NodeID))
+	if h.Record.Digest != "before-run" || svc.Stats().Registrations != 1 {
+		t.Fatalf("first sighting has digest %q after %d registrations", h.Record.Digest, svc.Stats().Registrations)
+	}
+}
+
+func TestFilter(t *testing.T) {
+	txt := mustEncode(t, testRecord(1))
+	entry := func(edit func(e *zeroconf.ServiceEntry)) *zeroconf.ServiceEntry {
+		e := zeroconf.NewServiceEntry("node-1-x", ServiceType, Domain)
+		e.HostName, e.Port, e.Text = "node-1-x.local.", 7000, txt
+		e.AddrIPv4 = []net.IP{net.ParseIP("10.0.0.1"), net.ParseIP("10.0.0.1").To4()}
+		e.AddrIPv6 = []net.IP{net.ParseIP("fe80::1"), net.ParseIP("::ffff:10.0.0.1"), net.ParseIP("fd00::1")}
+		if edit != nil {
+			edit(e)
+		}
+		return e
+	}
+	var ignored atomic.Uint64
+	f := filter{log: slog.New(slog.DiscardHandler), mesh: testMesh, zone: "lan0", ignored: &ignored}
+	h, ok := f.hint(entry(nil), time.Unix(1, 0))
+	if !ok || fmt.Sprint(h.Addrs) != "[10.0.0.1 fe80::1%lan0 fd00::1]" || h.Port != 7000 || h.Host != "node-1-x.local." || !h.Seen.Equal(time.Unix(1, 0)) {
+		t.Fatalf("hint %+v, %v", h, ok)
+	}
+	if fmt.Sprint(h.AddrPorts()) != "[10.0.0.1:7000 [fe80::1%lan0]:7000 [fd00::1]:7000]" {
+		t.Fatalf("AddrPorts %v", h.AddrPorts())
+	}
+	f.zone = ""
+	if h, _ := f.hint(entry(nil), time.Now()); h.Addrs[1].Zone() != "" {
+		t.Fatalf("zone %q without a single interface", h.Addrs[1].Zone())
+	}
+	for _, tt := range []struct {
+		name string
+		edit func(*zeroconf.ServiceEntry)
+		f    filter
+	}{
+		{"no text", func(e *zeroconf.ServiceEntry) { e.Text = nil }, f},
+		{"no address", func(e *zeroconf.ServiceEntry) { e.AddrIPv4, e.AddrIPv6 = nil, []net.IP{net.IPv6unspecified} }, f},
+		{"port 0", func(e *zeroconf.ServiceEntry) { e.Port = 0 }, f},
+		{"port too big", func(e *zeroconf.ServiceEntry) { e.Port = 70000 }, f},
+		{"other mesh", nil, filter{log: f.log, mesh: "fedcba9876543210", ignored: &ignored}},
+		{"self", nil, filter{log: f.log, self: testID(1), ignored: &ignored}},
+	} {
+		if h, ok := tt.f.hint(entry(tt.edit), time.Now()); ok {
+			t.Errorf("%s: accepted %+v", tt.name, h)
+		}
+	}
+	if n := ignored.Load(); n != 5 { // the own record is skipped silently
+		t.Errorf("ignored %d, want 5", n)
 	}
 }
