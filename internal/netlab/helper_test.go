@@ -138,7 +138,7 @@ func helper(mode string, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("pid=%d ns=%s,%s\n", p.PID(), l.BridgeNS(), l.Host(0).NS)
+		fmt.Printf("pid=%d dir=%s ns=%s,%s\n", p.PID(), l.LogDir(), l.BridgeNS(), l.Host(0).NS)
 		os.Stdout.Sync()
 		return syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}

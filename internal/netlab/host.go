@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -64,9 +65,11 @@ const hostScript = `printf %s "$0" > /proc/sys/kernel/hostname && exec "$@"`
 // environment (append to cmd.Env to add more). A name without a slash is
 // looked up in PATH here, before the command is built. ip netns exec,
 // unshare and sh all exec, so once started, cmd.Process.Pid is the PID of
-// the program. Commands started by the caller are not stopped by Close
-// individually, but like everything in the host's namespace they are
-// killed when the LAN closes; prefer Start, which also sets Pdeathsig.
+// the program. The command has Pdeathsig SIGKILL set, which Linux ties to
+// the starting OS thread: do not start it from a goroutine that locked its
+// thread and then ends (Start and Run use a thread that never ends).
+// Close does not stop such commands one by one, but like everything left
+// in the host's namespace they are killed when the LAN closes.
 func (h *Host) Command(name string, args ...string) *exec.Cmd {
 	return h.command(context.Background(), name, args...)
 }
@@ -81,6 +84,7 @@ func (h *Host) command(ctx context.Context, name string, args ...string) *exec.C
 	argv := append([]string{"netns", "exec", h.NS, l.tools.unshare, "--uts", "--", "sh", "-c", hostScript, h.Name, name}, args...)
 	cmd := exec.CommandContext(ctx, l.tools.ip, argv...)
 	cmd.Env = append(os.Environ(), EnvRequireIsolation+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
 }
 

@@ -166,6 +166,12 @@ func TestEnvironmentAndPID(t *testing.T) {
 	if err := errors.Join(err1, err2); err != nil || nsOfProc != nsOfHost {
 		t.Errorf("process not in the host's namespace (%v)", err)
 	}
+	// Run kills the program when its context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := h.Run(ctx, "sleep", "600"); err == nil {
+		t.Error("Run of sleep 600 with an ending context: no error")
+	}
 	if _, err := h.Start("no-such-program-netlab"); err == nil {
 		t.Error("Start of a missing program: no error")
 	}
@@ -595,8 +601,8 @@ func TestCrashedRun(t *testing.T) {
 		t.Fatalf("helper: %v, output %q", err, out)
 	}
 	var pid int
-	var nsList string
-	if _, err := fmt.Sscanf(string(out), "pid=%d ns=%s", &pid, &nsList); err != nil {
+	var dir, nsList string
+	if _, err := fmt.Sscanf(string(out), "pid=%d dir=%s ns=%s", &pid, &dir, &nsList); err != nil {
 		t.Fatalf("helper output %q: %v", out, err)
 	}
 	waitGone(t, pid)
@@ -617,6 +623,12 @@ func TestCrashedRun(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(netnsDir, ns)); !os.IsNotExist(err) {
 			t.Errorf("%s still there", ns)
 		}
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("log dir %s of the crashed run still there (%v)", dir, err)
+	}
+	if _, err := os.Stat(live.LogDir()); err != nil {
+		t.Errorf("log dir of the live LAN: %v", err)
 	}
 	for _, ns := range []string{live.BridgeNS(), live.Host(0).NS} {
 		if slices.Contains(removed, ns) {

@@ -282,7 +282,8 @@ var nsNameRE = regexp.MustCompile(`^nb([0-9a-f]{6})-(br|h[0-9]+)$`)
 // LAN's (nb<rid>-br, nb<rid>-h<i>) whose run no longer holds its lock, the
 // processes inside them, and stale lock files. It never touches a LAN that
 // is still open, in this process or another. It returns the namespaces it
-// deleted. `nearby demo` calls it before building a LAN.
+// deleted. Their temporary log directories go too. `nearby demo` calls it
+// before building a LAN.
 func Sweep() ([]string, error) {
 	tl, err := lookTools()
 	if err != nil {
@@ -320,6 +321,12 @@ func Sweep() ([]string, error) {
 			errs = append(errs, err)
 		} else {
 			removed = append(removed, names...)
+		}
+		// The run's temporary log directory (see Create).
+		if dirs, err := filepath.Glob(filepath.Join(os.TempDir(), "netlab-"+rid+"-*")); err == nil {
+			for _, d := range dirs {
+				_ = os.RemoveAll(d)
+			}
 		}
 		unlockRun(rid, f)
 	}
