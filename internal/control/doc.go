@@ -6,6 +6,7 @@
 //
 //	GET  /v1/status                 Status
 //	GET  /v1/peers                  []Peer
+//	GET  /v1/discovered             []Discovered: nodes seen over mDNS
 //	GET  /v1/ls?pre=1               Listing: every subservice on the mesh
 //	GET  /v1/ps                     []Plugin
 //	GET  /v1/logs/{name}?tail=N     text/plain, the plugin's captured output
@@ -16,6 +17,8 @@
 //	POST /v1/run       FetchRequest -> NDJSON stream like fetch, then the plugin starts
 //	POST /v1/stop      NameRequest  -> Result
 //	POST /v1/publish   PublishRequest -> Result
+//	GET  /v1/trust                  map of plugin name to pinned signer
+//	POST /v1/trust     TrustRequest -> Result
 //
 // Streams are newline-delimited JSON: one Event per line. A stream ends
 // with an event of type "result" (Result set) or "error" (Error set).

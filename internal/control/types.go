@@ -180,3 +180,24 @@ type Event struct {
 	Error    *Error    `json:"error,omitempty"`
 	Message  string    `json:"message,omitempty"`
 }
+
+// TrustRequest pins (or unpins) the publisher key of a plugin name.
+type TrustRequest struct {
+	Name   string `json:"name"`
+	Signer string `json:"signer,omitempty"`
+	Remove bool   `json:"remove,omitempty"`
+}
+
+// Discovered is a node seen over mDNS, as in GET /v1/discovered. Discovery
+// only gives hints: liveness is the mesh's business (see /v1/peers).
+type Discovered struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Instance    string    `json:"instance"`
+	Addrs       []string  `json:"addrs"`
+	Port        int       `json:"port"`
+	Subservices int       `json:"subservices"`
+	More        int       `json:"more,omitempty"`
+	FirstSeen   time.Time `json:"first_seen"`
+	LastSeen    time.Time `json:"last_seen"`
+}

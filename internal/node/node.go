@@ -1,0 +1,492 @@
+// Package node wires one Nearby node together: discovery, the mesh, the
+// dist folder, the plugin supervisor and the control API. Run starts them in
+// that order and stops them in reverse.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nearbymesh/nearby/discovery"
+	"github.com/nearbymesh/nearby/distrib"
+	"github.com/nearbymesh/nearby/internal/control"
+	"github.com/nearbymesh/nearby/internal/supervisor"
+	"github.com/nearbymesh/nearby/mesh"
+)
+
+// Config is everything `nearby up` decides. The zero value of each field
+// means its default.
+type Config struct {
+	// StateDir holds the node key, the mesh key, installed plugins, logs and
+	// the control socket. Required.
+	StateDir string
+	// DistDir is the folder of published archives; default StateDir/dist.
+	DistDir string
+	// Name is the display name; default the host name.
+	Name string
+	// Listen is the mesh address; default ":0" (any free port).
+	Listen string
+	// Key is the mesh key. Required (cmd/nearby loads or creates it).
+	Key mesh.Key
+	// StaticPeers are host:port addresses dialled without discovery.
+	StaticPeers []string
+	// DistHTTP, if set, also serves the dist folder read-only on this address.
+	DistHTTP string
+	// NoDiscovery turns mDNS off (static peers only).
+	NoDiscovery bool
+	// Version is the program version shown in status.
+	Version string
+	// Logger receives the node's logs; default slog.Default().
+	Logger *slog.Logger
+	// Ready, if set, is called once every part is up, with the status.
+	Ready func(control.Status)
+}
+
+// Node is a running node. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	id      *mesh.Identity
+	mesh    *mesh.Mesh
+	disc    *discovery.Service
+	dist    *distrib.Dist
+	store   *distrib.Store
+	trust   *distrib.TrustStore
+	sup     *supervisor.Supervisor
+	hub     *hub
+	httpc   *http.Client
+	started time.Time
+	distURL string
+
+	updMu    sync.Mutex
+	updating map[string]chan struct{} // name -> done, for fetches in flight
+
+	seenMu sync.Mutex
+	seen   map[string]*control.Discovered // node id -> what mDNS told us
+}
+
+// Run starts a node and blocks until ctx is done, then shuts everything down
+// and returns nil (or the first error that stopped a part early).
+func Run(ctx context.Context, cfg Config) error {
+	n, err := newNode(cfg)
+	if err != nil {
+		return err
+	}
+	return n.run(ctx)
+}
+
+func newNode(cfg Config) (*Node, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("node: no state directory")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DistDir == "" {
+		cfg.DistDir = filepath.Join(cfg.StateDir, "dist")
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = ":0"
+	}
+	for _, d := range []string{cfg.StateDir, cfg.DistDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+	id, err := mesh.LoadOrCreateIdentity(filepath.Join(cfg.StateDir, "node.key"))
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, id: id, hub: newHub(),
+		updating: make(map[string]chan struct{}), seen: make(map[string]*control.Discovered)}
+	return n, nil
+}
+
+func (n *Node) run(ctx context.Context) (err error) {
+	cfg := n.cfg
+	log := n.log
+	n.started = time.Now()
+
+	// Control socket first: it refuses a second node on the same state dir.
+	ctlLn, err := control.Listen(filepath.Join(cfg.StateDir, control.SocketName))
+	if err != nil {
+		return err
+	}
+	defer ctlLn.Close()
+
+	if n.dist, err = distrib.OpenDist(cfg.DistDir, distrib.DistConfig{Logger: log}); err != nil {
+		return err
+	}
+	if n.store, err = distrib.OpenStore(filepath.Join(cfg.StateDir, "plugins")); err != nil {
+		return err
+	}
+	if n.trust, err = distrib.OpenTrust(filepath.Join(cfg.StateDir, "trust.json")); err != nil {
+		return err
+	}
+
+	rt := &router{}
+	n.sup, err = supervisor.New(supervisor.Config{
+		SocketPath: filepath.Join(cfg.StateDir, "plugins.sock"),
+		LogDir:     filepath.Join(cfg.StateDir, "logs"),
+		Router:     rt,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+
+	httpLn := newConnListener()
+	mcfg := mesh.DefaultConfig()
+	mcfg.Identity = n.id
+	mcfg.Key = cfg.Key
+	mcfg.Name = cfg.Name
+	mcfg.ListenAddr = cfg.Listen
+	mcfg.StaticPeers = cfg.StaticPeers
+	mcfg.Logger = log
+	mcfg.OnMessage = n.onMessage
+	mcfg.OnNack = func(k mesh.Nack) {
+		n.sup.Nack(k.Subservice, k.ID, n.peerOf(k.From), k.Reason)
+	}
+	mcfg.Handlers = map[string]mesh.StreamHandler{
+		"http": func(from mesh.NodeID, c net.Conn) { httpLn.deliver(c) },
+	}
+	if n.mesh, err = mesh.New(mcfg); err != nil {
+		return err
+	}
+	rt.m = n.mesh
+	rt.self = supervisor.Peer{ID: string(n.id.ID), Name: cfg.Name}
+	n.httpc = &http.Client{Transport: &http.Transport{
+		DialContext:         n.mesh.DialContext,
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     30 * time.Second,
+	}}
+
+	_, port, _ := net.SplitHostPort(n.mesh.Addr().String())
+	portN, _ := strconv.Atoi(port)
+	if !cfg.NoDiscovery {
+		n.disc, err = discovery.New(discovery.Config{
+			Instance: discovery.InstanceName(cfg.Name, n.id.ID.Short()),
+			Port:     portN,
+			Record:   n.record(),
+			MeshID:   cfg.Key.MeshID(),
+			Logger:   log,
+		})
+		if err != nil {
+			n.mesh.Close()
+			return err
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	part := func(name string, f func(context.Context) error) {
+		wg.Go(func() {
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		})
+	}
+	part("dist", n.dist.Run)
+	part("mesh", n.mesh.Run)
+	part("supervisor", n.sup.Run)
+	if n.disc != nil {
+		part("discovery", n.disc.Run)
+		part("hints", n.pumpHints)
+	}
+	part("catalog", n.pumpCatalog)
+	part("events", n.pumpMeshEvents)
+	part("plugin-events", n.pumpPluginEvents)
+
+	dsrv := &http.Server{Handler: n.dist.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() { dsrv.Serve(httpLn) })
+	if cfg.DistHTTP != "" {
+		ln, err := net.Listen("tcp", cfg.DistHTTP)
+		if err != nil {
+			errc <- fmt.Errorf("dist-http: %w", err)
+			cancel()
+		} else {
+			n.distURL = "http://" + ln.Addr().String() + "/"
+			psrv := &http.Server{Handler: n.dist.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			wg.Go(func() { psrv.Serve(ln) })
+			wg.Go(func() { <-ctx.Done(); psrv.Close() })
+		}
+	}
+	csrv := &http.Server{Handler: n.api(), ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() { csrv.Serve(ctlLn) })
+
+	log.Info("node up", "node", n.id.ID, "name", cfg.Name, "listen", n.mesh.Addr().String(),
+		"mesh", cfg.Key.MeshID(), "dist", cfg.DistDir, "state", cfg.StateDir, "discovery", n.disc != nil)
+	if cfg.Ready != nil {
+		cfg.Ready(n.status())
+	}
+
+	<-ctx.Done()
+	log.Info("node shutting down", "node", n.id.ID)
+	// Reverse order: stop accepting control requests, then plugins are
+	// stopped by the supervisor, the mesh says bye, discovery withdraws.
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	csrv.Shutdown(sctx)
+	scancel()
+	csrv.Close()
+	dsrv.Close()
+	httpLn.Close()
+	wg.Wait()
+	n.httpc.CloseIdleConnections()
+	n.mesh.Close()
+	close(errc)
+	for e := range errc {
+		if err == nil {
+			err = e
+		}
+	}
+	log.Info("node stopped", "node", n.id.ID)
+	return err
+}
+
+// record is our DNS-SD TXT content.
+func (n *Node) record() discovery.Record {
+	cat := n.localCatalog()
+	r := discovery.Record{
+		Proto:  discovery.ProtocolVersion,
+		NodeID: string(n.id.ID),
+		Name:   n.cfg.Name,
+		MeshID: n.cfg.Key.MeshID(),
+		Digest: cat.Digest(),
+	}
+	for _, e := range cat.Entries {
+		r.Subservices = append(r.Subservices, discovery.Sub{Name: e.Name, Version: e.Version})
+	}
+	return r
+}
+
+func (n *Node) localCatalog() mesh.Catalog {
+	var c mesh.Catalog
+	if n.dist == nil {
+		return c
+	}
+	for _, e := range n.dist.Index().Entries {
+		c.Entries = append(c.Entries, mesh.CatalogEntry{
+			Name: e.Name, Version: e.Version, SHA256: e.SHA256, Size: e.Size,
+			Mode: e.Mode, Signer: e.Signer, Description: e.Description, Label: e.Label,
+		})
+	}
+	return c
+}
+
+func (n *Node) pumpHints(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case h := <-n.disc.Hints():
+			n.noteHint(h)
+			n.mesh.AddHint(mesh.Hint{ID: mesh.NodeID(h.Record.NodeID), Name: h.Record.Name, Addrs: h.AddrPorts()})
+		}
+	}
+}
+
+func (n *Node) noteHint(h discovery.Hint) {
+	n.seenMu.Lock()
+	defer n.seenMu.Unlock()
+	d := n.seen[h.Record.NodeID]
+	if d == nil {
+		d = &control.Discovered{ID: h.Record.NodeID, FirstSeen: h.Seen}
+		n.seen[h.Record.NodeID] = d
+	}
+	d.Name, d.Instance, d.Port, d.LastSeen = h.Record.Name, h.Instance, h.Port, h.Seen
+	d.Subservices, d.More = len(h.Record.Subservices), h.Record.More
+	d.Addrs = d.Addrs[:0]
+	for _, a := range h.Addrs {
+		d.Addrs = append(d.Addrs, a.String())
+	}
+}
+
+func (n *Node) discovered() []control.Discovered {
+	n.seenMu.Lock()
+	defer n.seenMu.Unlock()
+	out := []control.Discovered{}
+	for _, d := range n.seen {
+		c := *d
+		c.Addrs = append([]string(nil), d.Addrs...)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// pumpCatalog republishes our catalog to the mesh and to mDNS whenever the
+// dist folder changes.
+func (n *Node) pumpCatalog(ctx context.Context) error {
+	n.mesh.SetCatalog(n.localCatalog())
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.dist.Changes():
+			cat := n.localCatalog()
+			n.mesh.SetCatalog(cat)
+			if n.disc != nil {
+				n.disc.Update(n.record())
+			}
+			n.hub.publish(control.Event{Type: control.EventDist, Message: fmt.Sprintf("%d archives, %d invalid", len(cat.Entries), len(n.dist.Index().Invalid))})
+			go n.autoUpdate(ctx)
+		}
+	}
+}
+
+func (n *Node) pumpMeshEvents(ctx context.Context) error {
+	ch, cancel := n.mesh.Subscribe(256)
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e := <-ch:
+			p := &control.Node{ID: string(e.Peer), Name: e.Name}
+			switch e.Type {
+			case mesh.EventPeerUp:
+				n.sup.PeerEvent(true, supervisor.Peer{ID: p.ID, Name: p.Name})
+				n.hub.publish(control.Event{Type: control.EventPeerUp, Peer: p, Time: e.Time})
+			case mesh.EventPeerDown:
+				n.sup.PeerEvent(false, supervisor.Peer{ID: p.ID, Name: p.Name})
+				n.hub.publish(control.Event{Type: control.EventPeerDown, Peer: p, Reason: e.Reason, Time: e.Time})
+			case mesh.EventCatalog:
+				n.hub.publish(control.Event{Type: control.EventCatalog, Peer: p, Time: e.Time})
+				go n.autoUpdate(ctx)
+			}
+		}
+	}
+}
+
+func (n *Node) pumpPluginEvents(ctx context.Context) error {
+	ch, cancel := n.sup.Subscribe(256)
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e := <-ch:
+			p := pluginOf(e.Status)
+			n.hub.publish(control.Event{Type: control.EventPlugin, Plugin: &p})
+		}
+	}
+}
+
+func (n *Node) onMessage(m mesh.Message) error {
+	err := n.sup.Deliver(n.peerOf(m.From), m.Subservice, m.Payload, m.Broadcast)
+	if errors.Is(err, supervisor.ErrNotRunning) {
+		return fmt.Errorf("subservice %q is not running on node %s", m.Subservice, n.cfg.Name)
+	}
+	return err
+}
+
+func (n *Node) peerOf(id mesh.NodeID) supervisor.Peer {
+	p := supervisor.Peer{ID: string(id)}
+	if pi, ok := n.mesh.Peer(id); ok {
+		p.Name = pi.Name
+	}
+	return p
+}
+
+// router lets the supervisor reach the mesh.
+type router struct {
+	m    *mesh.Mesh
+	self supervisor.Peer
+}
+
+func (r *router) Self() supervisor.Peer { return r.self }
+
+func (r *router) Peers() []supervisor.Peer {
+	var out []supervisor.Peer
+	if r.m == nil { // the supervisor is built before the mesh
+		return out
+	}
+	for _, p := range r.m.Peers() {
+		out = append(out, supervisor.Peer{ID: string(p.ID), Name: p.Name})
+	}
+	return out
+}
+
+func (r *router) Send(to, sub string, payload []byte, id uint64) error {
+	return r.m.Send(mesh.NodeID(to), sub, payload, id)
+}
+
+func (r *router) Broadcast(sub string, payload []byte) int {
+	return r.m.Broadcast(sub, payload)
+}
+
+// connListener is a net.Listener fed with mesh streams, so an http.Server
+// can serve the dist folder to peers over the mesh.
+type connListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) deliver(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return meshAddr{} }
+
+type meshAddr struct{}
+
+func (meshAddr) Network() string { return "mesh" }
+func (meshAddr) String() string  { return "mesh" }
+
+func pluginOf(s supervisor.Status) control.Plugin {
+	p := control.Plugin{Name: s.Name, Version: s.Version, State: string(s.State), PID: s.PID,
+		Restarts: s.Restarts, Since: s.Since, LastExit: s.LastExit, Dropped: s.Dropped}
+	for _, it := range s.Menu {
+		p.Menu = append(p.Menu, control.MenuItem{ID: it.ID, Label: it.Label, Enabled: it.Enabled, Checked: it.Checked})
+	}
+	return p
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
