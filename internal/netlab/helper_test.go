@@ -241,8 +241,18 @@ func urecv(port int) error {
 		return err
 	}
 	defer c.Close()
-	if err := c.SetReadBuffer(4 << 20); err != nil {
+	// Room for every datagram a test sends, whatever net.core.rmem_max
+	// says (SO_RCVBUFFORCE: we are root in the namespace), so that only
+	// the link decides what is lost.
+	rc, err := c.SyscallConn()
+	if err != nil {
 		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 16<<20)
+	}); err != nil || serr != nil {
+		return fmt.Errorf("SO_RCVBUFFORCE: %v %v", err, serr)
 	}
 	fmt.Println("ready")
 	c.SetReadDeadline(time.Now().Add(60 * time.Second))

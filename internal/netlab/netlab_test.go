@@ -32,8 +32,65 @@ func TestPing(t *testing.T) {
 	}
 }
 
+// recordTB records what Require does instead of ending the test.
+type recordTB struct {
+	testing.TB
+	skipped, failed bool
+}
+
+func (r *recordTB) Helper()               {}
+func (r *recordTB) Skip(...any)           { r.skipped = true }
+func (r *recordTB) Skipf(string, ...any)  { r.skipped = true }
+func (r *recordTB) Fatal(...any)          { r.failed = true }
+func (r *recordTB) Fatalf(string, ...any) { r.failed = true }
+
+func TestRequireFailsInCI(t *testing.T) {
+	old := available
+	defer func() { available = old }()
+	for _, tt := range []struct {
+		name       string
+		err        error
+		ci         string
+		skip, fail bool
+	}{
+		{"available", nil, "true", false, false},
+		{"unavailable", fmt.Errorf("%w: test", ErrUnavailable), "", true, false},
+		{"unavailable, CI", fmt.Errorf("%w: test", ErrUnavailable), "true", false, true},
+		{"unavailable, CI=false", fmt.Errorf("%w: test", ErrUnavailable), "false", true, false},
+	} {
+		t.Setenv(EnvCI, tt.ci)
+		available = func() error { return tt.err }
+		r := &recordTB{TB: t}
+		Require(r)
+		if r.skipped != tt.skip || r.failed != tt.fail {
+			t.Errorf("%s: skipped %v failed %v, want %v %v", tt.name, r.skipped, r.failed, tt.skip, tt.fail)
+		}
+	}
+}
+
+// sysctlOf reads a sysctl of the namespace this test runs in.
+func sysctlOf(t *testing.T, key string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/" + key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
 func TestAddresses(t *testing.T) {
+	// Setting up the LAN changes sysctls only inside its namespaces.
+	keys := []string{"net/ipv6/conf/default/accept_dad", "net/ipv6/conf/all/disable_ipv6", "net/ipv4/conf/all/rp_filter"}
+	var before []string
+	for _, k := range keys {
+		before = append(before, sysctlOf(t, k))
+	}
 	lan := New(t, 3)
+	for i, k := range keys {
+		if got := sysctlOf(t, k); got != before[i] {
+			t.Errorf("%s changed in the caller's namespace: %s -> %s", k, before[i], got)
+		}
+	}
 	for i, h := range lan.Hosts() {
 		if h.Index != i || h.Name != fmt.Sprintf("h%d", i+1) {
 			t.Errorf("host %d: Index %d Name %q", i, h.Index, h.Name)

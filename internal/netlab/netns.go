@@ -282,8 +282,8 @@ var nsNameRE = regexp.MustCompile(`^nb([0-9a-f]{6})-(br|h[0-9]+)$`)
 // LAN's (nb<rid>-br, nb<rid>-h<i>) whose run no longer holds its lock, the
 // processes inside them, and stale lock files. It never touches a LAN that
 // is still open, in this process or another. It returns the namespaces it
-// deleted. Their temporary log directories go too. `nearby demo` calls it
-// before building a LAN.
+// deleted. Their temporary log directories go too. Call it
+// before building a LAN (so should `nearby demo`).
 func Sweep() ([]string, error) {
 	tl, err := lookTools()
 	if err != nil {
