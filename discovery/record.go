@@ -182,7 +182,7 @@ func (r Record) validate() error {
 			return err
 		}
 	}
-	if r.More < 0 || r.More+len(r.Subservices) > MaxMore {
+	if r.More < 0 || r.More > MaxMore || len(r.Subservices) > MaxMore-r.More {
 		return fmt.Errorf("%w: more=%d with %d subservices is out of range", ErrBadRecord, r.More, len(r.Subservices))
 	}
 	return nil

@@ -3,6 +3,7 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -139,6 +140,7 @@ func TestEncodeRejectsBadRecords(t *testing.T) {
 		{"version with v", func(r *Record) { r.Subservices[0].Version = "v1.2.0" }, ErrBadRecord},
 		{"negative more", func(r *Record) { r.More = -1 }, ErrBadRecord},
 		{"huge more", func(r *Record) { r.More = MaxMore }, ErrBadRecord},
+		{"overflowing more", func(r *Record) { r.More = math.MaxInt }, ErrBadRecord},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := testRecord(1)

@@ -149,7 +149,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{
 		cfg:      cfg,
-		log:      log.With("instance", cfg.Instance),
+		log:      log.With("self", cfg.Instance),
 		hints:    make(chan Hint, cfg.HintBuffer),
 		updateCh: make(chan struct{}, 1),
 	}, nil
