@@ -459,6 +459,18 @@ func TestTwoLANs(t *testing.T) {
 
 func TestAddHost(t *testing.T) {
 	lan := New(t, 2)
+	// A failed AddHost leaves the LAN as it was: occupy h3's namespace
+	// name so that creating it fails.
+	squat := fmt.Sprintf("nb%s-h3", lan.ID())
+	if out, err := exec.Command(lan.tools.ip, "netns", "add", squat).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if _, err := lan.AddHost(); err == nil || !strings.Contains(err.Error(), squat) {
+		t.Fatalf("AddHost over an existing namespace: %v", err)
+	}
+	if len(lan.Hosts()) != 2 {
+		t.Fatalf("%d hosts after a failed AddHost", len(lan.Hosts()))
+	}
 	h, err := lan.AddHost()
 	if err != nil {
 		t.Fatal(err)
@@ -754,5 +766,26 @@ func BenchmarkCreate(b *testing.B) {
 			}
 			b.ReportMetric(float64(closeTime.Milliseconds())/float64(b.N), "close-ms/op")
 		})
+	}
+}
+
+func TestWithLogDirKeepsLogs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "logs")
+	lan := New(t, 1, WithLogDir(dir))
+	p, err := lan.Host(0).Start("sh", "-c", "echo out; echo err >&2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, p)
+	if err := lan.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{p.StdoutPath(): "out\n", p.StderrPath(): "err\n"} {
+		if filepath.Dir(path) != dir {
+			t.Errorf("log %s not in %s", path, dir)
+		}
+		if b, err := os.ReadFile(path); err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", path, b, err, want)
+		}
 	}
 }
