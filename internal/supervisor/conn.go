@@ -193,7 +193,7 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 		}
 		if err := s.cfg.Router.Send(f.To, name, data, mid); err != nil {
 			if mid != 0 {
-				s.untrack(mid)
+				s.untrack(mid, "")
 			}
 			switch {
 			case errors.Is(err, ErrNoPeer):

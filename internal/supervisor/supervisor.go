@@ -658,12 +658,17 @@ func (s *Supervisor) track(inst *instance, pluginID uint64) uint64 {
 	return id
 }
 
-func (s *Supervisor) untrack(id uint64) (pending, bool) {
+// untrack forgets mesh id and returns what it referred to. With a
+// non-empty name it forgets it only if it belongs to that plugin.
+func (s *Supervisor) untrack(id uint64, name string) (pending, bool) {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	p, ok := s.pend[id]
+	if !ok || (name != "" && p.inst.p.name != name) {
+		return pending{}, false
+	}
 	delete(s.pend, id)
-	return p, ok
+	return p, true
 }
 
 // Nack reports that from refused the message this node sent with mesh id
@@ -673,8 +678,8 @@ func (s *Supervisor) untrack(id uint64) (pending, bool) {
 // unknown ids (too old: only the last 16384 sends are remembered) or for a
 // plugin instance that has gone are dropped.
 func (s *Supervisor) Nack(name string, id uint64, from Peer, reason string) {
-	pd, ok := s.untrack(id)
-	if !ok || pd.inst.p.name != name {
+	pd, ok := s.untrack(id, name)
+	if !ok {
 		s.log.Debug("nack for unknown message", "plugin", name, "id", id, "peer", from.ID)
 		return
 	}
