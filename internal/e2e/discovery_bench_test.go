@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grandcat/zeroconf"
+
+	"github.com/nearbymesh/nearby/internal/netlab"
+	"github.com/nearbymesh/nearby/internal/netsafe"
+)
+
+// BenchmarkDiscovery measures time-to-full-discovery on a virtual LAN: from
+// launching N processes at once until every one has seen every other over
+// mDNS. "nearby" runs `nearby up` (seen = the node's first sighting in
+// /v1/discovered); the baseline "grandcat" runs grandcat/zeroconf alone
+// (RegisterProxy + one Browse per process, the library's own best case).
+// Both use the clock of this machine, so the figures are comparable.
+//
+//	make bench-discovery   (go test -run '^$' -bench Discovery -benchtime 5x ./internal/e2e/)
+func BenchmarkDiscovery(b *testing.B) {
+	for _, n := range []int{3, 10, 30} {
+		for _, impl := range []string{"grandcat", "nearby"} {
+			b.Run(fmt.Sprintf("hosts=%d/%s", n, impl), func(b *testing.B) {
+				var full []time.Duration
+				for b.Loop() {
+					b.StopTimer()
+					var d time.Duration
+					if impl == "nearby" {
+						d = nearbyDiscoveryRun(b, n)
+					} else {
+						d = grandcatDiscoveryRun(b, n)
+					}
+					full = append(full, d)
+					b.StartTimer()
+				}
+				sort.Slice(full, func(i, j int) bool { return full[i] < full[j] })
+				b.ReportMetric(float64(full[len(full)/2].Microseconds())/1000, "full-ms-p50")
+				b.ReportMetric(float64(full[len(full)-1].Microseconds())/1000, "full-ms-max")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
+
+func nearbyDiscoveryRun(b *testing.B, n int) time.Duration {
+	c := newCluster(b, n)
+	defer c.lan.Close()
+	t0 := time.Now()
+	c.startAll("--no-tray")
+	waitFor(b, 60*time.Second, "full discovery", c.allDiscovered)
+	var last time.Time
+	for _, nd := range c.nodes {
+		seen, err := discoveredBy(nd)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, d := range seen {
+			if d.FirstSeen.After(last) {
+				last = d.FirstSeen
+			}
+		}
+	}
+	return last.Sub(t0)
+}
+
+func grandcatDiscoveryRun(b *testing.B, n int) time.Duration {
+	lan := netlab.New(b, n)
+	defer lan.Close()
+	type helper struct {
+		proc  *netlab.Proc
+		lines chan sighting
+	}
+	hs := make([]*helper, n)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for i, h := range lan.Hosts() {
+		wg.Go(func() {
+			cmd := h.Command(os.Args[0], "-test.run=^TestHelperGrandcat$")
+			cmd.Env = append(cmd.Env, "NEARBY_E2E_HELPER=grandcat", fmt.Sprintf("NEARBY_E2E_PEERS=%d", n-1))
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			p, err := h.StartCommand(cmd)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			hp := &helper{proc: p, lines: make(chan sighting, n)}
+			hs[i] = hp
+			go func() {
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					var s sighting
+					if json.Unmarshal(sc.Bytes(), &s) == nil {
+						hp.lines <- s
+					}
+				}
+				close(hp.lines)
+			}()
+		})
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+	var last time.Time
+	deadline := time.After(60 * time.Second)
+	for _, hp := range hs {
+		seen := map[string]bool{}
+		for len(seen) < n-1 {
+			select {
+			case s, ok := <-hp.lines:
+				if !ok {
+					b.Fatalf("grandcat helper exited early: %s", hp.proc.Stderr())
+				}
+				seen[s.Instance] = true
+				if t := time.Unix(0, s.T); t.After(last) {
+					last = t
+				}
+			case <-deadline:
+				b.Fatalf("grandcat baseline: timed out with %d/%d seen", len(seen), n-1)
+			}
+		}
+		hp.proc.Kill()
+	}
+	return last.Sub(t0)
+}
+
+type sighting struct {
+	Instance string `json:"instance"`
+	T        int64  `json:"t"`
+}
+
+// TestHelperGrandcat is not a test: it is the baseline process of
+// BenchmarkDiscovery, started on a virtual host with
+// NEARBY_E2E_HELPER=grandcat. It registers with plain grandcat/zeroconf and
+// browses, printing each instance it sees first as a JSON line.
+func TestHelperGrandcat(t *testing.T) {
+	if os.Getenv("NEARBY_E2E_HELPER") != "grandcat" {
+		t.Skip("helper process for BenchmarkDiscovery")
+	}
+	if err := netsafe.Check(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	host, _ := os.Hostname()
+	ifi, err := net.InterfaceByName("lan0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	var ips []string
+	addrs, _ := ifi.Addrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLinkLocalUnicast() {
+			ips = append(ips, ipn.IP.String())
+		}
+	}
+	ifs := []net.Interface{*ifi}
+	srv, err := zeroconf.RegisterProxy(host, "_gcbase._tcp", "local.", 1, host, ips, []string{"v=1"}, ifs)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	defer srv.Shutdown()
+	r, err := zeroconf.NewResolver(zeroconf.SelectIfaces(ifs))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	entries := make(chan *zeroconf.ServiceEntry, 64)
+	if err := r.Browse(ctx, "_gcbase._tcp", "local.", entries); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	seen := map[string]bool{}
+	enc := json.NewEncoder(os.Stdout)
+	for e := range entries {
+		if e.Instance == host || seen[e.Instance] || strings.Contains(e.Instance, ".") {
+			continue
+		}
+		seen[e.Instance] = true
+		enc.Encode(sighting{Instance: e.Instance, T: time.Now().UnixNano()})
+	}
+	_ = exec.ErrNotFound
+}
