@@ -181,20 +181,20 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 	}
 	switch f.Op {
 	case OpHello:
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op       string `json:"op"`
 			Token    string `json:"token"`
 			Protocol int    `json:"protocol"`
 		}{f.Op, f.Token, f.Protocol})
 	case OpSend:
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op   string          `json:"op"`
 			ID   uint64          `json:"id,omitempty"`
 			To   string          `json:"to"`
 			Data json.RawMessage `json:"data"`
 		}{f.Op, f.ID, f.To, rawOrNull(f.Data)})
 	case OpBroadcast:
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op   string          `json:"op"`
 			ID   uint64          `json:"id,omitempty"`
 			Data json.RawMessage `json:"data"`
@@ -204,7 +204,7 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 		if items == nil {
 			items = []MenuItem{}
 		}
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op    string     `json:"op"`
 			Items []MenuItem `json:"items"`
 		}{f.Op, items})
@@ -213,7 +213,7 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 		if peers == nil {
 			peers = []Peer{}
 		}
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op         string `json:"op"`
 			Protocol   int    `json:"protocol"`
 			Node       Peer   `json:"node"`
@@ -223,7 +223,7 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 			MaxLine    int    `json:"max_line"`
 		}{f.Op, f.Protocol, peer(f.Node), f.Subservice, f.Version, peers, f.MaxLine})
 	case OpMessage:
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op        string          `json:"op"`
 			From      string          `json:"from"`
 			FromName  string          `json:"from_name"`
@@ -231,13 +231,13 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 			Data      json.RawMessage `json:"data"`
 		}{f.Op, f.From, f.FromName, f.Broadcast, rawOrNull(f.Data)})
 	case OpPeer:
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op    string `json:"op"`
 			Event string `json:"event"`
 			Peer  Peer   `json:"peer"`
 		}{f.Op, f.Event, peer(f.Peer)})
 	case OpError:
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op      string `json:"op"`
 			ID      uint64 `json:"id,omitempty"`
 			Code    string `json:"code"`
@@ -245,21 +245,35 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 			To      string `json:"to,omitempty"`
 		}{f.Op, f.ID, f.Code, f.Message, f.To})
 	case OpClick:
-		return json.Marshal(struct {
+		return marshal(struct {
 			Op   string `json:"op"`
 			Item string `json:"item"`
 		}{f.Op, f.Item})
 	}
-	return json.Marshal(frameUnion(f))
+	return marshal(frameUnion(f))
 }
 
 // EncodeFrame returns f as one line of JSON ending in "\n".
 func EncodeFrame(f *Frame) ([]byte, error) {
-	b, err := json.Marshal(f)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(f); err != nil {
 		return nil, fmt.Errorf("subservice: encode %s frame: %w", f.Op, err)
 	}
-	return append(b, '\n'), nil
+	return buf.Bytes(), nil
+}
+
+// marshal is json.Marshal without HTML escaping, so that data is carried
+// byte for byte (escaping "<" would grow it sixfold).
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // DecodeFrame parses one line (without its newline) into a Frame. It fails

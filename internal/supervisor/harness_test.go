@@ -287,7 +287,8 @@ func helperSpec(t testing.TB, name, mode string, env ...string) Spec {
 		Version: "1.0.0",
 		Dir:     filepath.Dir(exe),
 		Argv:    []string{exe, "-test.run=^TestHelperProcess$"},
-		Env:     append([]string{"SUPTEST_MODE=" + mode}, env...),
+		// The race detector sleeps 1 s in a process exiting with status 0.
+		Env: append([]string{"SUPTEST_MODE=" + mode, "GORACE=atexit_sleep_ms=0"}, env...),
 	}
 }
 

@@ -431,7 +431,7 @@ func TestFloodBackpressure(t *testing.T) {
 	p := pl.accept(t)
 	p.hello()
 
-	const frames, size = 16384, 1024
+	const frames, size = 4096, 1024
 	frame := []byte(fmt.Sprintf(`{"op":"send","to":"sink","data":"%s"}`+"\n", strings.Repeat("x", size-40)))
 	var written atomic.Int64
 	writeErr := make(chan error, 1)
@@ -540,7 +540,7 @@ func TestPluginThatNeverReads(t *testing.T) {
 	// The test stops reading p. Deliver must never block, whatever it does.
 	payload := []byte(`"` + strings.Repeat("z", 4000) + `"`)
 	full := 0
-	const n = 20000
+	const n = 3000
 	for range n {
 		switch err := a.sv.Deliver(m.rec.peer, "deaf", payload, true); {
 		case errors.Is(err, ErrQueueFull):

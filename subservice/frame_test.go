@@ -1,0 +1,273 @@
+package subservice
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestEncodeFrame(t *testing.T) {
+	tests := []struct {
+		name string
+		f    Frame
+		want string
+	}{
+		{"hello", Frame{Op: OpHello, Token: "t1", Protocol: 1}, `{"op":"hello","token":"t1","protocol":1}`},
+		{"send", Frame{Op: OpSend, ID: 7, To: "n2", Data: json.RawMessage(`{"text": "hi"}`)}, `{"op":"send","id":7,"to":"n2","data":{"text":"hi"}}`},
+		{"send without id or data", Frame{Op: OpSend, To: "n2"}, `{"op":"send","to":"n2","data":null}`},
+		{"broadcast", Frame{Op: OpBroadcast, ID: 1, Data: json.RawMessage(`"<&>"`)}, `{"op":"broadcast","id":1,"data":"<&>"}`},
+		{"menu", Frame{Op: OpMenu, Items: []MenuItem{{ID: "a", Label: "A", Enabled: true}}}, `{"op":"menu","items":[{"id":"a","label":"A","enabled":true,"checked":false}]}`},
+		{"empty menu", Frame{Op: OpMenu}, `{"op":"menu","items":[]}`},
+		{"welcome", Frame{Op: OpWelcome, Protocol: 1, Node: &Peer{ID: "n1", Name: "one"}, Subservice: "chat", Version: "1.0.0", MaxLine: 1024},
+			`{"op":"welcome","protocol":1,"node":{"id":"n1","name":"one"},"subservice":"chat","version":"1.0.0","peers":[],"max_line":1024}`},
+		{"message", Frame{Op: OpMessage, From: "n2", FromName: "two", Data: json.RawMessage(`[1, 2]`)}, `{"op":"message","from":"n2","from_name":"two","broadcast":false,"data":[1,2]}`},
+		{"peer", Frame{Op: OpPeer, Event: PeerDown, Peer: &Peer{ID: "n2", Name: "two"}}, `{"op":"peer","event":"down","peer":{"id":"n2","name":"two"}}`},
+		{"error", Frame{Op: OpError, ID: 3, Code: CodeNoPeer, Message: "gone", To: "n9"}, `{"op":"error","id":3,"code":"no-peer","message":"gone","to":"n9"}`},
+		{"error without id", Frame{Op: OpError, Code: CodeBadFrame, Message: "x"}, `{"op":"error","code":"bad-frame","message":"x"}`},
+		{"click", Frame{Op: OpClick, Item: "a"}, `{"op":"click","item":"a"}`},
+		{"unknown op keeps its fields", Frame{Op: "future", To: "x", ID: 2}, `{"op":"future","id":2,"to":"x"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := EncodeFrame(&tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := string(b); got != tt.want+"\n" {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			back, err := DecodeFrame(bytes.TrimSuffix(b, []byte("\n")))
+			if err != nil {
+				t.Fatalf("decode own encoding: %v", err)
+			}
+			if back.Op != tt.f.Op || back.ID != tt.f.ID || back.To != tt.f.To || back.Code != tt.f.Code {
+				t.Errorf("round trip changed the frame: %+v", back)
+			}
+		})
+	}
+}
+
+func TestEncodeFrameRejectsInvalidData(t *testing.T) {
+	_, err := EncodeFrame(&Frame{Op: OpSend, To: "x", Data: json.RawMessage(`{"a":`)})
+	if err == nil {
+		t.Fatal("invalid data encoded")
+	}
+}
+
+func TestDecodeFrameErrors(t *testing.T) {
+	for _, line := range []string{
+		``, `   `, `null`, `[1,2]`, `"hello"`, `42`, `{`, `{"op":1}`, `{}`, `{"op":""}`,
+		`{"op":"send","id":-1}`, `{"op":"send","id":1.5}`, `{"op":"send","id":"7"}`,
+		`{"op":"menu","items":{}}`, `{"op":"hello","protocol":"1"}`, `{"op":"send"} trailing`,
+	} {
+		if f, err := DecodeFrame([]byte(line)); !errors.Is(err, ErrBadFrame) {
+			t.Errorf("DecodeFrame(%q) = %+v, %v; want ErrBadFrame", line, f, err)
+		}
+	}
+}
+
+func TestDecodeFrame(t *testing.T) {
+	f, err := DecodeFrame([]byte(` {"op":"send","id":18446744073709551615,"to":"n","data":null,"extra":{"x":1}} `))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.ID != 1<<64-1 || f.To != "n" || string(f.Data) != "null" {
+		t.Errorf("got %+v", f)
+	}
+}
+
+func TestValidateMenu(t *testing.T) {
+	many := make([]MenuItem, MaxMenuItems+1)
+	for i := range many {
+		many[i] = MenuItem{ID: strings.Repeat("x", i+1), Label: "l"}
+	}
+	tests := []struct {
+		name  string
+		items []MenuItem
+		ok    bool
+	}{
+		{"empty", nil, true},
+		{"good", []MenuItem{{ID: "a", Label: "A"}, {ID: "b", Label: "B", Checked: true}}, true},
+		{"max", many[:MaxMenuItems], true},
+		{"too many", many, false},
+		{"no id", []MenuItem{{Label: "A"}}, false},
+		{"no label", []MenuItem{{ID: "a"}}, false},
+		{"long id", []MenuItem{{ID: strings.Repeat("a", MaxMenuIDLen+1), Label: "A"}}, false},
+		{"long label", []MenuItem{{ID: "a", Label: strings.Repeat("a", MaxMenuLabel+1)}}, false},
+		{"duplicate", []MenuItem{{ID: "a", Label: "A"}, {ID: "a", Label: "B"}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateMenu(tt.items)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ValidateMenu = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrBadFrame) {
+				t.Fatalf("error %v does not wrap ErrBadFrame", err)
+			}
+		})
+	}
+}
+
+// readAll reads every line (or error) from r until EOF.
+func readAll(t *testing.T, lr *LineReader) []string {
+	t.Helper()
+	var out []string
+	for i := 0; i < 10000; i++ {
+		line, err := lr.ReadLine()
+		switch {
+		case err == io.EOF:
+			return out
+		case err == ErrTooLarge:
+			out = append(out, "<too-large>")
+		case err != nil:
+			t.Fatalf("ReadLine: %v", err)
+		default:
+			out = append(out, string(line))
+		}
+	}
+	t.Fatal("no EOF after 10000 lines")
+	return nil
+}
+
+func TestLineReader(t *testing.T) {
+	tests := []struct {
+		name, in string
+		max      int
+		want     []string
+	}{
+		{"lines", "a\nbb\n", 8, []string{"a", "bb"}},
+		{"crlf", "a\r\nbb\r\n", 8, []string{"a", "bb"}},
+		{"blank lines skipped", "\n\n  \r\na\n\t\n", 8, []string{"a"}},
+		{"unterminated last line", "a\nbb", 8, []string{"a", "bb"}},
+		{"exactly max", "12345678\n", 8, []string{"12345678"}},
+		{"exactly max with crlf", "12345678\r\n", 8, []string{"12345678"}},
+		{"one over max", "123456789\nok\n", 8, []string{"<too-large>", "ok"}},
+		{"far over max", strings.Repeat("x", 100) + "\nok\n" + strings.Repeat("y", 50), 8, []string{"<too-large>", "ok", "<too-large>"}},
+		{"empty", "", 8, nil},
+	}
+	for _, tt := range tests {
+		for _, oneByte := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(tt.in)
+			if oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			got := readAll(t, NewLineReader(r, tt.max))
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("%s (one byte %v): got %q, want %q", tt.name, oneByte, got, tt.want)
+			}
+		}
+	}
+}
+
+func TestLineReaderBigLines(t *testing.T) {
+	// Lines longer than the bufio buffer, on both sides of the cap.
+	max := 200 << 10
+	ok := strings.Repeat("a", max)
+	big := strings.Repeat("b", max+1)
+	in := ok + "\n" + big + "\n" + ok + "\r\n"
+	got := readAll(t, NewLineReader(strings.NewReader(in), max))
+	if len(got) != 3 || got[0] != ok || got[1] != "<too-large>" || got[2] != ok {
+		t.Fatalf("got %d lines: %.20q...", len(got), got)
+	}
+}
+
+func TestLineReaderError(t *testing.T) {
+	boom := errors.New("boom")
+	lr := NewLineReader(io.MultiReader(strings.NewReader("a\npartial"), iotest.ErrReader(boom)), 64)
+	if line, err := lr.ReadLine(); err != nil || string(line) != "a" {
+		t.Fatalf("first line: %q, %v", line, err)
+	}
+	if _, err := lr.ReadLine(); !errors.Is(err, boom) {
+		t.Fatalf("got %v, want the reader's error", err)
+	}
+}
+
+// refLines is the reference for FuzzLineReader: the lines of in, as
+// ReadLine documents them.
+func refLines(in []byte, max int) []string {
+	var out []string
+	segs := bytes.Split(in, []byte("\n"))
+	for i, seg := range segs {
+		last := i == len(segs)-1
+		if !last {
+			seg = bytes.TrimSuffix(seg, []byte("\r"))
+		}
+		switch {
+		case len(seg) > max:
+			out = append(out, "<too-large>")
+		case len(bytes.TrimSpace(seg)) == 0:
+		default:
+			out = append(out, string(seg))
+		}
+	}
+	return out
+}
+
+func FuzzLineReader(f *testing.F) {
+	f.Add([]byte("a\nbb\r\n\n  \nccc"), uint8(2), false)
+	f.Add([]byte(`{"op":"hello"}`+"\n"), uint8(20), true)
+	f.Fuzz(func(t *testing.T, in []byte, max uint8, oneByte bool) {
+		m := int(max%64) + 1
+		var r io.Reader = bytes.NewReader(in)
+		if oneByte {
+			r = iotest.OneByteReader(r)
+		}
+		got := readAll(t, NewLineReader(r, m))
+		want := refLines(in, m)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("max %d: got %q, want %q", m, got, want)
+		}
+		for _, l := range got {
+			if len(l) > m || strings.Contains(l, "\n") {
+				t.Fatalf("line %q breaks the cap %d or holds a newline", l, m)
+			}
+		}
+	})
+}
+
+// FuzzDecodeFrame checks that DecodeFrame never panics, and that whatever
+// it accepts encodes to one line that decodes to a frame encoding the same
+// way (encoding is a fixed point after one round).
+func FuzzDecodeFrame(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"hello","token":"abc","protocol":1}`,
+		`{"op":"send","id":1,"to":"n2","data":{"text":"hi <b>"}}`,
+		`{"op":"broadcast","data":[1,"\u2028",null]}`,
+		`{"op":"menu","items":[{"id":"a","label":"A","enabled":true}]}`,
+		`{"op":"welcome","protocol":1,"node":{"id":"n","name":"x"},"peers":[{"id":"p","name":"q"}]}`,
+		`{"op":"error","id":3,"code":"no-peer","message":"m","to":"t"}`,
+		`{"op":"x","data":"\xff"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		fr, err := DecodeFrame(line)
+		if err != nil {
+			if !errors.Is(err, ErrBadFrame) {
+				t.Fatalf("error %v does not wrap ErrBadFrame", err)
+			}
+			return
+		}
+		b1, err := EncodeFrame(fr)
+		if err != nil {
+			t.Fatalf("cannot encode a decoded frame %+v: %v", fr, err)
+		}
+		if bytes.IndexByte(b1[:len(b1)-1], '\n') >= 0 || b1[len(b1)-1] != '\n' {
+			t.Fatalf("encoding is not one line: %q", b1)
+		}
+		fr2, err := DecodeFrame(b1)
+		if err != nil {
+			t.Fatalf("own encoding %q does not decode: %v", b1, err)
+		}
+		b2, err := EncodeFrame(fr2)
+		if err != nil || !bytes.Equal(b1, b2) {
+			t.Fatalf("not a fixed point:\n%q\n%q (%v)", b1, b2, err)
+		}
+	})
+}
