@@ -147,7 +147,7 @@ func OpenDist(dir string, cfg DistConfig) (*Dist, error) {
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("distrib: open dist: %w", err)
+		return nil, wrap(err, "open dist")
 	}
 	d := &Dist{
 		dir: dir, cfg: cfg, log: cfg.Logger,
@@ -200,7 +200,7 @@ func (d *Dist) Open(file string) (*os.File, *IndexEntry, error) {
 	f, err := os.Open(filepath.Join(d.dir, file))
 	if err != nil {
 		d.recheck(file)
-		return nil, nil, fmt.Errorf("distrib: open %s: %w", file, err)
+		return nil, nil, wrap(err, "open %s", file)
 	}
 	fi, err := f.Stat()
 	if err != nil || !sameStat(fi, df.stat) {
@@ -385,11 +385,11 @@ func (d *Dist) changed() {
 func (d *Dist) Run(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return fmt.Errorf("distrib: watch %s: %w", d.dir, err)
+		return wrap(err, "watch %s", d.dir)
 	}
 	defer w.Close()
 	if err := w.Add(d.dir); err != nil {
-		return fmt.Errorf("distrib: watch %s: %w", d.dir, err)
+		return wrap(err, "watch %s", d.dir)
 	}
 	return d.loop(ctx, w)
 }

@@ -1,6 +1,10 @@
 package distrib
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
 
 // Errors returned (wrapped, with context) by this package. Test for them
 // with errors.Is.
@@ -68,3 +72,22 @@ var (
 	// that sent no bytes for FetchOptions.StallTimeout.
 	ErrStalled = errors.New("distrib: download stalled")
 )
+
+// ctxError adds context to an error, printing the package prefix once:
+// wrap(fmt.Errorf("%w: x", ErrTooLarge), "extract") prints
+// "distrib: extract: too large: x" and still matches ErrTooLarge.
+type ctxError struct {
+	msg string
+	err error
+}
+
+func (e *ctxError) Error() string {
+	return "distrib: " + e.msg + ": " + strings.TrimPrefix(e.err.Error(), "distrib: ")
+}
+
+func (e *ctxError) Unwrap() error { return e.err }
+
+// wrap returns err with context; see ctxError.
+func wrap(err error, format string, args ...any) error {
+	return &ctxError{msg: fmt.Sprintf(format, args...), err: err}
+}

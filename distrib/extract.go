@@ -69,19 +69,19 @@ func Extract(r io.Reader, dst string, lim Limits) (err error) {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("distrib: extract: %w", err)
+		return wrap(err, "extract")
 	}
 	for _, e := range links {
 		if err := makeParents(dst, e.Name); err != nil {
-			return fmt.Errorf("distrib: extract: %w", err)
+			return wrap(err, "extract")
 		}
 		if err := os.Symlink(e.Link, filepath.Join(dst, filepath.FromSlash(e.Name))); err != nil {
-			return fmt.Errorf("distrib: extract: %w", err)
+			return wrap(err, "extract")
 		}
 	}
 	for _, e := range links {
 		if err := resolvesInside(dst, e.Name); err != nil {
-			return fmt.Errorf("distrib: extract: symlink %q -> %q: %w", e.Name, e.Link, err)
+			return wrap(err, "extract: symlink %q -> %q", e.Name, e.Link)
 		}
 	}
 	return nil
@@ -93,19 +93,19 @@ func prepareDir(dst string) (created bool, err error) {
 	fi, err := os.Lstat(dst)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dst, 0o755); err != nil {
-			return false, fmt.Errorf("distrib: extract: %w", err)
+			return false, wrap(err, "extract")
 		}
 		return true, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("distrib: extract: %w", err)
+		return false, wrap(err, "extract")
 	}
 	if !fi.IsDir() {
 		return false, fmt.Errorf("distrib: extract: %s is not a directory", dst)
 	}
 	d, err := os.Open(dst)
 	if err != nil {
-		return false, fmt.Errorf("distrib: extract: %w", err)
+		return false, wrap(err, "extract")
 	}
 	defer d.Close()
 	if names, _ := d.Readdirnames(1); len(names) > 0 {

@@ -92,10 +92,10 @@ type FetchOptions struct {
 func Fetch(ctx context.Context, want IndexEntry, sources []Source, opt FetchOptions) (path string, err error) {
 	lim := opt.Limits.withDefaults()
 	if err := checkEntry(want, lim); err != nil {
-		return "", fmt.Errorf("distrib: fetch: %w", err)
+		return "", wrap(err, "fetch")
 	}
 	if len(sources) == 0 {
-		return "", fmt.Errorf("distrib: fetch %s: %w: no sources given", want.File, ErrNoSource)
+		return "", wrap(fmt.Errorf("%w: no sources given", ErrNoSource), "fetch %s", want.File)
 	}
 	stall := opt.StallTimeout
 	if stall <= 0 {
@@ -103,7 +103,7 @@ func Fetch(ctx context.Context, want IndexEntry, sources []Source, opt FetchOpti
 	}
 	dir, err := os.MkdirTemp(opt.TempDir, "nearby-fetch-")
 	if err != nil {
-		return "", fmt.Errorf("distrib: fetch: %w", err)
+		return "", wrap(err, "fetch")
 	}
 	defer func() {
 		if err != nil {
@@ -113,7 +113,7 @@ func Fetch(ctx context.Context, want IndexEntry, sources []Source, opt FetchOpti
 	path = filepath.Join(dir, want.File)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return "", fmt.Errorf("distrib: fetch: %w", err)
+		return "", wrap(err, "fetch")
 	}
 	defer f.Close()
 	fe := &fetcher{want: want, f: f, h: sha256.New(), stall: stall, progress: opt.Progress, buf: make([]byte, copyBufSize)}
@@ -122,7 +122,7 @@ func Fetch(ctx context.Context, want IndexEntry, sources []Source, opt FetchOpti
 		return "", err
 	}
 	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("distrib: fetch: %w", err)
+		return "", wrap(err, "fetch")
 	}
 	sig, err := fe.signature(ctx, sources, winner)
 	if err != nil {
@@ -130,7 +130,7 @@ func Fetch(ctx context.Context, want IndexEntry, sources []Source, opt FetchOpti
 	}
 	if sig != nil {
 		if err := os.WriteFile(path+SigExt, sig, 0o644); err != nil {
-			return "", fmt.Errorf("distrib: fetch: %w", err)
+			return "", wrap(err, "fetch")
 		}
 	}
 	return path, nil
@@ -224,7 +224,7 @@ func (fe *fetcher) download(ctx context.Context, sources []Source) (int, error) 
 		next = idx + 1
 		if noResume && fe.done > 0 {
 			if err := fe.reset(); err != nil {
-				return 0, fmt.Errorf("distrib: fetch: %w", err)
+				return 0, wrap(err, "fetch")
 			}
 			clear(contributed)
 		}
@@ -235,7 +235,7 @@ func (fe *fetcher) download(ctx context.Context, sources []Source) (int, error) 
 			contributed[idx] = true
 		}
 		if ctx.Err() != nil {
-			return 0, fmt.Errorf("distrib: fetch %s: %w", fe.want.File, ctx.Err())
+			return 0, wrap(ctx.Err(), "fetch %s", fe.want.File)
 		}
 		if err == nil {
 			if got := hex.EncodeToString(fe.h.Sum(nil)); got == fe.want.SHA256 {
@@ -248,15 +248,15 @@ func (fe *fetcher) download(ctx context.Context, sources []Source) (int, error) 
 				noResume = true // unknown which source lied: each must now deliver it all
 			}
 			if rerr := fe.reset(); rerr != nil {
-				return 0, fmt.Errorf("distrib: fetch: %w", rerr)
+				return 0, wrap(rerr, "fetch")
 			}
 			clear(contributed)
 		} else if _, hard := err.(errHard); hard || n == 0 {
 			dead[idx] = true
 		}
-		reasons = append(reasons, fmt.Errorf("source %s: %w", src.Node, err))
+		reasons = append(reasons, wrap(err, "source %s", src.Node))
 	}
-	return 0, fmt.Errorf("distrib: fetch %s: %w: %w", fe.want.File, ErrNoSource, errors.Join(reasons...))
+	return 0, wrap(fmt.Errorf("%w: %w", ErrNoSource, errors.Join(reasons...)), "fetch %s", fe.want.File)
 }
 
 // attempt fetches the rest of the file from one source. It returns the
@@ -381,14 +381,14 @@ func (fe *fetcher) signature(ctx context.Context, sources []Source, first int) (
 			}
 		}
 		if err != nil {
-			reasons = append(reasons, fmt.Errorf("source %s: %w", src.Node, err))
+			reasons = append(reasons, wrap(err, "source %s", src.Node))
 		}
 		if fe.want.Signer == "" {
 			return nil, nil // unsigned per the index; a bad extra .sig is dropped
 		}
 	}
-	return nil, fmt.Errorf("distrib: fetch %s: %w: the index says it is signed by %s, but no source served a valid signature: %w",
-		fe.want.File, ErrBadSignature, fe.want.Signer, errors.Join(reasons...))
+	return nil, wrap(fmt.Errorf("%w: the index says it is signed by %s, but no source served a valid signature: %w",
+		ErrBadSignature, fe.want.Signer, errors.Join(reasons...)), "fetch %s", fe.want.File)
 }
 
 // fetchSmall GETs a small resource; (nil, nil) on 404.
@@ -428,11 +428,11 @@ func FetchIndex(ctx context.Context, s Source) (Index, error) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url("/index.json"), nil)
 	if err != nil {
-		return Index{}, fmt.Errorf("distrib: fetch index from %s: %w", s.Node, err)
+		return Index{}, wrap(err, "fetch index from %s", s.Node)
 	}
 	resp, err := s.client().Do(req)
 	if err != nil {
-		return Index{}, fmt.Errorf("distrib: fetch index from %s: %w", s.Node, err)
+		return Index{}, wrap(err, "fetch index from %s", s.Node)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -440,11 +440,11 @@ func FetchIndex(ctx context.Context, s Source) (Index, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxIndexBytes+1))
 	if err != nil {
-		return Index{}, fmt.Errorf("distrib: fetch index from %s: %w", s.Node, err)
+		return Index{}, wrap(err, "fetch index from %s", s.Node)
 	}
 	ix, err := DecodeIndex(b)
 	if err != nil {
-		return Index{}, fmt.Errorf("distrib: fetch index from %s: %w", s.Node, err)
+		return Index{}, wrap(err, "fetch index from %s", s.Node)
 	}
 	return ix, nil
 }
@@ -459,7 +459,7 @@ func DecodeIndex(b []byte) (Index, error) {
 	}
 	var raw Index
 	if err := json.Unmarshal(b, &raw); err != nil {
-		return Index{}, fmt.Errorf("distrib: bad index: %w", err)
+		return Index{}, wrap(err, "bad index")
 	}
 	lim := DefaultLimits()
 	ix := Index{Entries: []IndexEntry{}}

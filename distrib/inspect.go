@@ -89,12 +89,12 @@ func Inspect(archivePath string, lim Limits) (*Info, error) {
 	}
 	f, err := os.Open(archivePath)
 	if err != nil {
-		return nil, fmt.Errorf("distrib: inspect: %w", err)
+		return nil, wrap(err, "inspect")
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("distrib: inspect: %w", err)
+		return nil, wrap(err, "inspect")
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: %s is not a regular file", ErrBadName, file)
@@ -119,10 +119,10 @@ func Inspect(archivePath string, lim Limits) (*Info, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", file, err)
+		return nil, wrap(err, "archive %s", file)
 	}
 	if _, err := io.Copy(h, f); err != nil {
-		return nil, fmt.Errorf("distrib: inspect %s: %w", file, err)
+		return nil, wrap(err, "inspect %s", file)
 	}
 	sum := h.Sum(nil)
 	m, err := manifestFor(file, name, v.String(), manifest, nested)
@@ -135,11 +135,11 @@ func Inspect(archivePath string, lim Limits) (*Info, error) {
 	}
 	sig, raw, err := readSig(archivePath + SigExt)
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", file, err)
+		return nil, wrap(err, "archive %s", file)
 	}
 	if sig != nil {
 		if err := sig.Verify(sum); err != nil {
-			return nil, fmt.Errorf("archive %s: %w", file, err)
+			return nil, wrap(err, "archive %s", file)
 		}
 		info.Signer, info.sig = SignerID(sig.Signer), raw
 	}
@@ -154,15 +154,15 @@ func manifestFor(file, name, version string, b []byte, nested string) (*Manifest
 		if nested != "" {
 			hint = fmt.Sprintf(" (found %s: archive the directory's contents, not the directory; nearby pack DIR does this)", nested)
 		}
-		return nil, fmt.Errorf("archive %s: %w: no %s at the archive root%s", file, ErrBadManifest, ManifestFile, hint)
+		return nil, wrap(fmt.Errorf("%w: no %s at the archive root%s", ErrBadManifest, ManifestFile, hint), "archive %s", file)
 	}
 	m, err := ParseManifest(b)
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", file, err)
+		return nil, wrap(err, "archive %s", file)
 	}
 	if m.Name != name || m.Version != version {
-		return nil, fmt.Errorf("archive %s: %w: the file name says %s %s but %s says %s %s; rename the file or fix the manifest",
-			file, ErrBadManifest, name, version, ManifestFile, m.Name, m.Version)
+		return nil, wrap(fmt.Errorf("%w: the file name says %s %s but %s says %s %s; rename the file or fix the manifest",
+			ErrBadManifest, name, version, ManifestFile, m.Name, m.Version), "archive %s", file)
 	}
 	return m, nil
 }
@@ -175,16 +175,16 @@ func readSig(p string) (*Signature, []byte, error) {
 		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("distrib: read signature: %w", err)
+		return nil, nil, wrap(err, "read signature")
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, MaxSigBytes+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("distrib: read signature: %w", err)
+		return nil, nil, wrap(err, "read signature")
 	}
 	sig, err := ParseSignature(b)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", filepath.Base(p), err)
+		return nil, nil, wrap(err, "%s", filepath.Base(p))
 	}
 	return sig, b, nil
 }

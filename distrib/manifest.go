@@ -154,6 +154,9 @@ func checkJSONKeys(b []byte) error {
 		if err != nil {
 			return err
 		}
+		if depth == 0 && tok != json.Delim('{') {
+			return errors.New("want a JSON object")
+		}
 		switch tok {
 		case json.Delim('{'):
 			seen := map[string]bool{}
@@ -188,9 +191,6 @@ func checkJSONKeys(b []byte) error {
 			}
 			_, err = dec.Token()
 			return err
-		}
-		if depth == 0 {
-			return errors.New("want a JSON object")
 		}
 		return nil
 	}

@@ -93,11 +93,11 @@ func ParseFileName(file string) (name string, v *semver.Version, err error) {
 	}
 	name, vs := stem[:cut], stem[cut+1:]
 	if err := ValidName(name); err != nil {
-		return "", nil, fmt.Errorf("archive %q: %w", file, err)
+		return "", nil, wrap(err, "archive %q", file)
 	}
 	v, err = ParseVersion(vs)
 	if err != nil {
-		return "", nil, fmt.Errorf("archive %q: %w", file, err)
+		return "", nil, wrap(err, "archive %q", file)
 	}
 	return name, v, nil
 }

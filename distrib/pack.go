@@ -41,44 +41,44 @@ type packItem struct {
 func Pack(dir, outDir string, signer ed25519.PrivateKey) (archivePath string, err error) {
 	mb, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err != nil {
-		return "", fmt.Errorf("distrib: pack %s: %w: %v (every plugin directory needs one; see docs/ARCHIVES.md)", dir, ErrBadManifest, err)
+		return "", wrap(fmt.Errorf("%w: %v (every plugin directory needs one; see docs/ARCHIVES.md)", ErrBadManifest, err), "pack %s", dir)
 	}
 	m, err := ParseManifest(mb)
 	if err != nil {
-		return "", fmt.Errorf("distrib: pack %s: %w", dir, err)
+		return "", wrap(err, "pack %s", dir)
 	}
 	v, _ := ParseVersion(m.Version)
 	file := FileName(m.Name, v)
 	out := filepath.Join(outDir, file)
 	items, err := packList(dir, out)
 	if err != nil {
-		return "", fmt.Errorf("distrib: pack %s: %w", dir, err)
+		return "", wrap(err, "pack %s", dir)
 	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return "", fmt.Errorf("distrib: pack: %w", err)
+		return "", wrap(err, "pack")
 	}
 	f, err := os.CreateTemp(outDir, "."+file+".tmp-*")
 	if err != nil {
-		return "", fmt.Errorf("distrib: pack: %w", err)
+		return "", wrap(err, "pack")
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
 	h := sha256.New()
 	if err := writeTarGz(io.MultiWriter(f, h), items); err != nil {
 		f.Close()
-		return "", fmt.Errorf("distrib: pack %s: %w", dir, err)
+		return "", wrap(err, "pack %s", dir)
 	}
 	if signer != nil {
 		if err := writeFileAtomic(out+SigExt, Sign(signer, h.Sum(nil)), 0o644); err != nil {
 			f.Close()
-			return "", fmt.Errorf("distrib: pack: write signature: %w", err)
+			return "", wrap(err, "pack: write signature")
 		}
 	} else if err := os.Remove(out + SigExt); err != nil && !errors.Is(err, os.ErrNotExist) {
 		f.Close()
-		return "", fmt.Errorf("distrib: pack: remove stale signature: %w", err)
+		return "", wrap(err, "pack: remove stale signature")
 	}
 	if err := finishTemp(f, tmp, out, 0o644); err != nil {
-		return "", fmt.Errorf("distrib: pack: %w", err)
+		return "", wrap(err, "pack")
 	}
 	return out, nil
 }
@@ -225,10 +225,10 @@ func copyFileInto(w io.Writer, p string, size int64) error {
 func Publish(archivePath, distDir string) (dest string, err error) {
 	info, err := Inspect(archivePath, DefaultLimits())
 	if err != nil {
-		return "", fmt.Errorf("distrib: publish: %w", err)
+		return "", wrap(err, "publish")
 	}
 	if err := os.MkdirAll(distDir, 0o755); err != nil {
-		return "", fmt.Errorf("distrib: publish: %w", err)
+		return "", wrap(err, "publish")
 	}
 	dest = filepath.Join(distDir, info.File)
 	if same, _ := sameFile(archivePath, dest); same {
@@ -236,13 +236,13 @@ func Publish(archivePath, distDir string) (dest string, err error) {
 	}
 	if info.sig != nil {
 		if err := writeFileAtomic(dest+SigExt, info.sig, 0o644); err != nil {
-			return "", fmt.Errorf("distrib: publish: %w", err)
+			return "", wrap(err, "publish")
 		}
 	} else if err := os.Remove(dest + SigExt); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("distrib: publish: remove stale signature: %w", err)
+		return "", wrap(err, "publish: remove stale signature")
 	}
 	if err := copyFileAtomic(archivePath, dest, 0o644); err != nil {
-		return "", fmt.Errorf("distrib: publish: %w", err)
+		return "", wrap(err, "publish")
 	}
 	return dest, nil
 }

@@ -133,15 +133,15 @@ func LoadOrCreatePublisherKey(path string) (ed25519.PrivateKey, error) {
 		return ed25519.NewKeyFromSeed(blk.Bytes), nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("distrib: read publisher key: %w", err)
+		return nil, wrap(err, "read publisher key")
 	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("distrib: generate publisher key: %w", err)
+		return nil, wrap(err, "generate publisher key")
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: publisherPEMType, Bytes: priv.Seed()})
 	if err := writeFileAtomic(path, data, 0o600); err != nil {
-		return nil, fmt.Errorf("distrib: save publisher key: %w", err)
+		return nil, wrap(err, "save publisher key")
 	}
 	return priv, nil
 }

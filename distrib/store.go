@@ -112,15 +112,15 @@ type InstallOptions struct {
 func OpenStore(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("distrib: open store: %w", err)
+		return nil, wrap(err, "open store")
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, fmt.Errorf("distrib: open store: %w", err)
+		return nil, wrap(err, "open store")
 	}
 	s := &Store{dir: abs, plugins: map[string]*plugin{}}
 	ents, err := os.ReadDir(abs)
 	if err != nil {
-		return nil, fmt.Errorf("distrib: open store: %w", err)
+		return nil, wrap(err, "open store")
 	}
 	for _, e := range ents {
 		n := e.Name()
@@ -247,7 +247,7 @@ func (s *Store) Install(archivePath string, opt InstallOptions) (*Installed, err
 	file := filepath.Base(archivePath)
 	in, err := s.install(archivePath, file, opt)
 	if err != nil {
-		return nil, fmt.Errorf("install %s: %w", file, err)
+		return nil, wrap(err, "install %s", file)
 	}
 	return in, nil
 }
@@ -262,7 +262,10 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	remote := opt.Origin != OriginLocal
 	from := "this node"
 	if remote {
-		from = fmt.Sprintf("node %q", opt.Origin)
+		from = "an unknown source"
+		if opt.Origin != "" {
+			from = fmt.Sprintf("node %q", opt.Origin)
+		}
 	}
 
 	f, err := os.Open(archivePath)
@@ -287,7 +290,7 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	// Signature and trust.
 	sig, _, err := readSig(archivePath + SigExt)
 	if err != nil {
-		return nil, fmt.Errorf("%w; the archive was not installed (get a good signature, or remove the .sig to treat it as unsigned)", err)
+		return nil, fmt.Errorf("%w (get a good signature from the publisher)", err)
 	}
 	signer := ""
 	if sig != nil {
@@ -565,10 +568,10 @@ func (s *Store) SetCurrent(name, version string) error {
 	s.installMu.Lock()
 	defer s.installMu.Unlock()
 	if _, ok := s.get(name, version); !ok {
-		return fmt.Errorf("distrib: set current: %w: %s %s is not installed", ErrNotFound, name, version)
+		return wrap(fmt.Errorf("%w: %s %s is not installed", ErrNotFound, name, version), "set current")
 	}
 	if err := s.switchTo(name, version); err != nil {
-		return fmt.Errorf("distrib: set current %s %s: %w", name, version, err)
+		return wrap(err, "set current %s %s", name, version)
 	}
 	return nil
 }
@@ -583,7 +586,7 @@ func (s *Store) Remove(name, version string) error {
 	p := s.plugins[name]
 	if p == nil || (version != "" && p.versions[version] == nil) {
 		s.mu.RUnlock()
-		return fmt.Errorf("distrib: remove: %w: %s %s is not installed", ErrNotFound, name, version)
+		return wrap(fmt.Errorf("%w: %s %s is not installed", ErrNotFound, name, version), "remove")
 	}
 	left := map[string]*Installed{}
 	var gone []string
@@ -608,10 +611,10 @@ func (s *Store) Remove(name, version string) error {
 	nd := filepath.Join(s.dir, name)
 	if len(left) == 0 {
 		if err := os.Remove(filepath.Join(nd, stateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("distrib: remove %s: %w", name, err)
+			return wrap(err, "remove %s", name)
 		}
 	} else if err := writeJSON(filepath.Join(nd, stateFile), st); err != nil {
-		return fmt.Errorf("distrib: remove %s: %w", name, err)
+		return wrap(err, "remove %s", name)
 	}
 	s.mu.Lock()
 	if len(left) == 0 {
@@ -630,7 +633,7 @@ func (s *Store) Remove(name, version string) error {
 		os.Remove(nd)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("distrib: remove %s: %w", name, err)
+		return wrap(err, "remove %s", name)
 	}
 	return nil
 }

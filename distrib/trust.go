@@ -36,7 +36,7 @@ func OpenTrust(path string) (*TrustStore, error) {
 		return t, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("distrib: open trust store: %w", err)
+		return nil, wrap(err, "open trust store")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -46,10 +46,10 @@ func OpenTrust(path string) (*TrustStore, error) {
 	}
 	for name, signer := range tf.Pins {
 		if err := ValidName(name); err != nil {
-			return nil, fmt.Errorf("distrib: trust store %s: %w", path, err)
+			return nil, wrap(err, "trust store %s", path)
 		}
 		if _, err := ParseSignerID(signer); err != nil {
-			return nil, fmt.Errorf("distrib: trust store %s: pin for %s: %w", path, name, err)
+			return nil, wrap(err, "trust store %s: pin for %s", path, name)
 		}
 		t.pins[name] = signer
 	}
@@ -60,10 +60,10 @@ func OpenTrust(path string) (*TrustStore, error) {
 // plugin name, replacing any earlier pin.
 func (t *TrustStore) Pin(name, signer string) error {
 	if err := ValidName(name); err != nil {
-		return fmt.Errorf("distrib: pin: %w", err)
+		return wrap(err, "pin")
 	}
 	if _, err := ParseSignerID(signer); err != nil {
-		return fmt.Errorf("distrib: pin %s: %w", name, err)
+		return wrap(err, "pin %s", name)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -121,7 +121,7 @@ func (t *TrustStore) saveLocked() error {
 		return err
 	}
 	if err := writeFileAtomic(t.path, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("distrib: save trust store: %w", err)
+		return wrap(err, "save trust store")
 	}
 	return nil
 }

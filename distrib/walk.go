@@ -79,10 +79,10 @@ func cleanEntryName(name string) (string, error) {
 		return "", fmt.Errorf("%w: entry name %.40q... is longer than %d bytes", ErrUnsafePath, name, maxEntryName)
 	}
 	if strings.ContainsAny(name, "\x00\\") {
-		return "", fmt.Errorf("%w: entry %q contains a NUL or backslash", ErrUnsafePath, orig)
+		return "", fmt.Errorf("%w: entry %q contains a NUL or backslash", ErrUnsafePath, clipName(orig))
 	}
 	if strings.HasPrefix(name, "/") || (len(name) >= 2 && name[1] == ':') {
-		return "", fmt.Errorf("%w: entry %q is an absolute path", ErrUnsafePath, orig)
+		return "", fmt.Errorf("%w: entry %q is an absolute path", ErrUnsafePath, clipName(orig))
 	}
 	for strings.HasPrefix(name, "./") {
 		name = name[2:]
@@ -94,9 +94,9 @@ func cleanEntryName(name string) (string, error) {
 	for _, part := range strings.Split(name, "/") {
 		switch part {
 		case "..":
-			return "", fmt.Errorf("%w: entry %q contains \"..\"", ErrUnsafePath, orig)
+			return "", fmt.Errorf("%w: entry %q contains \"..\"", ErrUnsafePath, clipName(orig))
 		case "", ".":
-			return "", fmt.Errorf("%w: entry %q is not a clean path", ErrUnsafePath, orig)
+			return "", fmt.Errorf("%w: entry %q is not a clean path", ErrUnsafePath, clipName(orig))
 		}
 	}
 	return name, nil
@@ -220,7 +220,7 @@ func walkArchive(r io.Reader, lim Limits, fn func(e *archiveEntry) error) error 
 			}
 			target, err := cleanEntryName(hdr.Linkname)
 			if err != nil {
-				return fmt.Errorf("hard link %q: %w", name, err)
+				return wrap(err, "hard link %q", name)
 			}
 			if seen[target] != kindFile {
 				return fmt.Errorf("%w: hard link %q -> %q: target is not a regular file earlier in the archive", ErrUnsafePath, name, hdr.Linkname)
@@ -269,4 +269,12 @@ func next(s string, i int) int {
 		return -1
 	}
 	return i + 1 + j
+}
+
+// clipName shortens a name for an error message.
+func clipName(s string) string {
+	if len(s) > 100 {
+		return s[:60] + "..." + s[len(s)-30:]
+	}
+	return s
 }
