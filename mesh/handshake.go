@@ -217,6 +217,12 @@ func (m *Mesh) handshake(ctx context.Context, raw net.Conn, dialer bool, expect 
 		sess.Close()
 		return nil, fmt.Errorf("control stream: %w", err)
 	}
+	// From here on the session must outlive ctx: disarm the abort (and
+	// notice if it already fired and closed the connection).
+	if !stop() {
+		sess.Close()
+		return nil, ErrClosed
+	}
 	maxPayload := int(h.maxPayload)
 	if maxPayload <= 0 || maxPayload > maxFrameSizeLimit {
 		maxPayload = maxFrameSizeLimit

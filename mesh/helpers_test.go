@@ -36,10 +36,9 @@ type node struct {
 	cancel context.CancelFunc
 	runErr chan error
 	logs   *syncBuffer
+	once   sync.Once
 
-	mu   sync.Mutex
-	msgs []Message
-	got  chan Message
+	got chan Message
 }
 
 type syncBuffer struct {
@@ -111,12 +110,14 @@ func startNode(t testing.TB, cfg *Config) *node {
 
 // stop closes the node and waits for Run to return.
 func (n *node) stop() {
-	n.cancel()
-	select {
-	case <-n.runErr:
-	case <-time.After(wait):
-		n.t.Errorf("node %s: Run did not return", n.ID().Short())
-	}
+	n.once.Do(func() {
+		n.cancel()
+		select {
+		case <-n.runErr:
+		case <-time.After(wait):
+			n.t.Errorf("node %s: Run did not return", n.ID().Short())
+		}
+	})
 }
 
 func (n *node) hint(o *node) {
@@ -272,7 +273,12 @@ func (p *proxy) pipe(dst, src net.Conn) {
 			}
 		}
 		if err != nil {
-			dst.Close()
+			p.mu.Lock()
+			black := p.black
+			p.mu.Unlock()
+			if !black { // a cut link does not carry the FIN either
+				dst.Close()
+			}
 			return
 		}
 	}

@@ -164,7 +164,7 @@ func New(cfg *Config) (*Mesh, error) {
 	m.ycfg = m.yamuxConfig()
 	m.catFrame = appendFrame(nil, frameCatalog, encodeCatalog(Catalog{}))
 	for _, a := range c.StaticPeers {
-		m.targets["addr:"+a] = &target{static: true, addrs: []string{a}, wake: make(chan struct{}, 1)}
+		m.targets["addr:"+a] = &target{key: "addr:" + a, static: true, addrs: []string{a}, wake: make(chan struct{}, 1)}
 	}
 	ln, err := net.Listen("tcp", c.ListenAddr)
 	if err != nil {
