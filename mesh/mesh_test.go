@@ -401,6 +401,7 @@ func TestStaticPeerRedialledAfterRestart(t *testing.T) {
 	ca.StaticPeers = []string{addr}
 	a := startNode(t, ca)
 	a.waitUp(b.ID())
+	b.waitUp(a.ID())
 	b.stop()
 	if ev := a.waitDown(b.ID()); ev.Reason != "bye" {
 		t.Errorf("reason %q", ev.Reason)
