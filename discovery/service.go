@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -52,7 +53,10 @@ type Config struct {
 	// BrowseInterval is how often a fresh browse is started, between
 	// MinBrowseInterval and MaxBrowseInterval. 0 means DefaultBrowseInterval.
 	// The first windows are shorter (1 s, then doubling) so that startup is
-	// fast; each browse is cancelled and drained before the next.
+	// fast; every window is jittered by ±25% so that nodes started together
+	// drift apart; each browse is cancelled and drained before the next.
+	// Every browse makes every node answer: n nodes cost n² answers per
+	// interval on the LAN, so large meshes want a longer interval.
 	BrowseInterval time.Duration
 	// UpdateInterval is the least time between two re-registrations caused
 	// by Update (at most MaxBrowseInterval). 0 means DefaultUpdateInterval.
@@ -267,7 +271,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.browses.Add(1)
 			entries = b.entries
 		}
-		t := time.NewTimer(window)
+		t := time.NewTimer(jitter(window))
 	wait:
 		for {
 			select {
@@ -319,6 +323,13 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// jitter spreads d uniformly over [0.75d, 1.25d], so that nodes started
+// together do not keep querying in step: every query makes every node
+// answer, and n nodes querying at once make n² answers arrive together.
+func jitter(d time.Duration) time.Duration {
+	return d*3/4 + rand.N(d/2+1)
 }
 
 // applyUpdate re-registers with the pending record, if any and if it
