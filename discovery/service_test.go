@@ -218,11 +218,45 @@ func TestUpdateIsSeen(t *testing.T) {
 	b := start(t, Config{Port: 7201, Record: testRecord(1), BrowseInterval: 500 * time.Millisecond})
 	waitHint(t, b, 10*time.Second, fromNode(rec.NodeID))
 
+	// One grandcat browse, started before the update, reports a twice: the
+	// goodbye of the re-registration makes it forget the old record.
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := startBrowse(context.Background(), []net.Interface{*lo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var digests []string
+	collect := func(e *zeroconf.ServiceEntry) {
+		if r, err := DecodeRecord(e.Text); err == nil && r.NodeID == rec.NodeID {
+			digests = append(digests, r.Digest)
+		}
+	}
+	for len(digests) == 0 {
+		select {
+		case e := <-raw.entries:
+			collect(e)
+		case <-time.After(10 * time.Second):
+			t.Fatal("raw browse does not see a")
+		}
+	}
+
 	rec.Digest = "updated"
 	rec.Subservices = append(rec.Subservices, Sub{Name: "extra", Version: "2.0.0"})
 	if err := a.svc.Update(rec); err != nil {
 		t.Fatal(err)
 	}
+	for !slices.Contains(digests, "updated") {
+		select {
+		case e := <-raw.entries:
+			collect(e)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the running browse did not report the update; saw digests %q", digests)
+		}
+	}
+	raw.stop(slog.New(slog.DiscardHandler), func(*zeroconf.ServiceEntry) {})
 	h := waitHint(t, b, 10*time.Second, func(h Hint) bool { return h.Record.NodeID == rec.NodeID && h.Record.Digest == "updated" })
 	if !reflect.DeepEqual(h.Record, rec) {
 		t.Fatalf("updated record seen as %+v, want %+v", h.Record, rec)
