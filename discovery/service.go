@@ -101,13 +101,13 @@ type Service struct {
 }
 
 // New checks cfg and returns a Service that is not running yet. Errors wrap
-// ErrBadConfig or ErrBadRecord.
+// ErrBadConfig, or ErrBadRecord (ErrProtoVersion) for cfg.Record.
 func New(cfg Config) (*Service, error) {
 	if cfg.Record.Proto == 0 {
 		cfg.Record.Proto = ProtocolVersion
 	}
 	if _, err := cfg.Record.Encode(); err != nil {
-		return nil, fmt.Errorf("discovery: record: %w", err)
+		return nil, err
 	}
 	if cfg.Instance == "" {
 		cfg.Instance = InstanceName(cfg.Record.Name, cfg.Record.NodeID)
@@ -194,7 +194,7 @@ func (s *Service) Update(r Record) error {
 		return fmt.Errorf("%w: update carries node id %q, the service was created for %q", ErrBadRecord, r.NodeID, s.cfg.Record.NodeID)
 	}
 	if _, err := r.Encode(); err != nil {
-		return fmt.Errorf("discovery: update: %w", err)
+		return err
 	}
 	r.Subservices = slices.Clone(r.Subservices)
 	s.mu.Lock()
