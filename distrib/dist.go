@@ -113,7 +113,8 @@ type Dist struct {
 	bad   map[string]*distFile // invalid archives by file name
 	gen   uint64               // incremented when the index changes
 
-	onSync func(name string) // test hook: see syncPrefix
+	onSync  func(name string) // test hook: see syncPrefix
+	onReady func()            // test hook: called once the loop runs
 }
 
 type distFile struct {
@@ -431,6 +432,9 @@ func (d *Dist) loop(ctx context.Context, w *fsnotify.Watcher) error {
 		}
 	}
 	arm()
+	if d.onReady != nil {
+		d.onReady()
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -181,14 +181,18 @@ type errHard struct{ error }
 
 func (e errHard) Unwrap() error { return e.error }
 
-func (fe *fetcher) reset() error {
+// reset discards what was downloaded and reports Done 0.
+func (fe *fetcher) reset(node string) error {
 	fe.done, fe.reported = 0, 0
 	fe.h.Reset()
 	if err := fe.f.Truncate(0); err != nil {
 		return err
 	}
-	_, err := fe.f.Seek(0, io.SeekStart)
-	return err
+	if _, err := fe.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	fe.report(node, true)
+	return nil
 }
 
 func (fe *fetcher) report(node string, force bool) {
@@ -206,6 +210,7 @@ func (fe *fetcher) report(node string, force bool) {
 // verified; it returns the index of the source that finished it.
 func (fe *fetcher) download(ctx context.Context, sources []Source) (int, error) {
 	dead := make([]bool, len(sources))
+	fails := make([]int, len(sources))
 	var reasons []error
 	contributed := map[int]bool{}
 	noResume := false
@@ -223,7 +228,7 @@ func (fe *fetcher) download(ctx context.Context, sources []Source) (int, error) 
 		}
 		next = idx + 1
 		if noResume && fe.done > 0 {
-			if err := fe.reset(); err != nil {
+			if err := fe.reset(sources[idx].Node); err != nil {
 				return 0, wrap(err, "fetch")
 			}
 			clear(contributed)
@@ -247,12 +252,14 @@ func (fe *fetcher) download(ctx context.Context, sources []Source) (int, error) 
 			} else {
 				noResume = true // unknown which source lied: each must now deliver it all
 			}
-			if rerr := fe.reset(); rerr != nil {
+			if rerr := fe.reset(src.Node); rerr != nil {
 				return 0, wrap(rerr, "fetch")
 			}
 			clear(contributed)
 		} else if _, hard := err.(errHard); hard || n == 0 {
 			dead[idx] = true
+		} else if fails[idx]++; fails[idx] >= 2 {
+			dead[idx] = true // it helped, then failed twice: enough
 		}
 		reasons = append(reasons, wrap(err, "source %s", src.Node))
 	}
@@ -292,7 +299,7 @@ func (fe *fetcher) attempt(ctx context.Context, src Source) (int64, error) {
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if fe.done > 0 { // no Range support, or the If-Range failed: start over
-			if err := fe.reset(); err != nil {
+			if err := fe.reset(src.Node); err != nil {
 				return 0, errHard{err}
 			}
 		}

@@ -247,3 +247,8 @@ func sparseBomb(realSize int64) []byte {
 	out = append(out, make([]byte, 1024)...) // end of archive
 	return out
 }
+
+func hexSHA(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
