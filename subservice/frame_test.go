@@ -224,7 +224,7 @@ func FuzzLineReader(f *testing.F) {
 			t.Fatalf("max %d: got %q, want %q", m, got, want)
 		}
 		for _, l := range got {
-			if len(l) > m || strings.Contains(l, "\n") {
+			if l != "<too-large>" && (len(l) > m || strings.Contains(l, "\n")) {
 				t.Fatalf("line %q breaks the cap %d or holds a newline", l, m)
 			}
 		}

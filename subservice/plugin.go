@@ -98,7 +98,17 @@ type Plugin struct {
 	maxLine int
 
 	nextID atomic.Uint64
-	wmu    sync.Mutex // serialises writes to conn
+
+	// Frames to the node are appended to wbuf and written by writeLoop in
+	// one Write per batch. wmu guards the w fields; wcond signals room.
+	wmu   sync.Mutex
+	wcond *sync.Cond
+	wbuf  []byte
+	wfree []byte // the other buffer, reused
+	werr  error
+	wbusy bool // writeLoop is writing a batch
+	wkick chan struct{}
+	wdone chan struct{}
 
 	mu    sync.Mutex
 	peers map[string]Peer
@@ -139,6 +149,7 @@ func Dial(ctx context.Context, socket, token string) (*Plugin, error) {
 		return nil, err
 	}
 	go p.readLoop()
+	go p.writeLoop()
 	return p, nil
 }
 
@@ -196,7 +207,10 @@ func handshake(ctx context.Context, c net.Conn, token string) (*Plugin, error) {
 		clicks:  make(chan string, clickBuffer),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
+		wkick:   make(chan struct{}, 1),
+		wdone:   make(chan struct{}),
 	}
+	p.wcond = sync.NewCond(&p.wmu)
 	if w.Node != nil {
 		p.self = *w.Node
 	}
@@ -385,6 +399,11 @@ func (p *Plugin) SetMenu(items []MenuItem) error {
 	return p.write(&Frame{Op: OpMenu, Items: items})
 }
 
+// writeBuffer is how many bytes of frames may wait for the socket before
+// Send, Broadcast and SetMenu block.
+const writeBuffer = 1 << 20
+
+// write queues one frame for writeLoop, blocking while the queue is full.
 func (p *Plugin) write(f *Frame) error {
 	b, err := EncodeFrame(f)
 	if err != nil {
@@ -393,28 +412,91 @@ func (p *Plugin) write(f *Frame) error {
 	if len(b)-1 > p.maxLine {
 		return fmt.Errorf("subservice: %s: %w: %d bytes, the node accepts %d", f.Op, ErrTooLarge, len(b)-1, p.maxLine)
 	}
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
 	select {
-	case <-p.closing:
-		return ErrClosed
 	case <-p.done:
-		return ErrClosed
+		return fmt.Errorf("subservice: %s: %w", f.Op, ErrClosed)
 	default:
 	}
-	if _, err := p.conn.Write(b); err != nil {
-		return fmt.Errorf("subservice: %s: %w", f.Op, err)
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	for p.werr == nil && len(p.wbuf) > 0 && len(p.wbuf)+len(b) > writeBuffer {
+		p.wcond.Wait()
+	}
+	if p.werr != nil {
+		return p.werr
+	}
+	p.wbuf = append(p.wbuf, b...)
+	select {
+	case p.wkick <- struct{}{}:
+	default:
 	}
 	return nil
 }
 
-// Close closes the connection and waits for the reading goroutine to end.
-// It is safe to call more than once.
+// writeLoop writes queued frames, as many per Write as have accumulated.
+func (p *Plugin) writeLoop() {
+	defer close(p.wdone)
+	for {
+		select {
+		case <-p.wkick:
+		case <-p.closing:
+			return
+		}
+		for {
+			p.wmu.Lock()
+			out := p.wbuf
+			p.wbuf = p.wfree[:0]
+			p.wbusy = len(out) > 0
+			p.wmu.Unlock()
+			if len(out) == 0 {
+				break
+			}
+			_, err := p.conn.Write(out)
+			p.wmu.Lock()
+			p.wfree = out[:0]
+			p.wbusy = false
+			if err != nil && p.werr == nil {
+				p.werr = fmt.Errorf("subservice: write to node: %w", err)
+			}
+			p.wcond.Broadcast()
+			p.wmu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// flush waits until every queued frame has been written or writing has
+// failed; the write deadline it sets makes a write fail after timeout.
+func (p *Plugin) flush(timeout time.Duration) {
+	p.conn.SetWriteDeadline(time.Now().Add(timeout))
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	for p.werr == nil && (p.wbusy || len(p.wbuf) > 0) {
+		p.wcond.Wait()
+	}
+}
+
+// closeTimeout bounds how long Close waits for queued frames to be written.
+const closeTimeout = 5 * time.Second
+
+// Close writes the frames still queued (waiting at most 5 s), closes the
+// connection and waits for the SDK's goroutines to end. It is safe to call
+// more than once.
 func (p *Plugin) Close() error {
 	p.closeOnce.Do(func() {
+		p.flush(closeTimeout)
+		p.wmu.Lock()
+		if p.werr == nil {
+			p.werr = ErrClosed
+		}
+		p.wcond.Broadcast()
+		p.wmu.Unlock()
 		close(p.closing)
 		p.conn.Close()
 	})
 	<-p.done
+	<-p.wdone
 	return nil
 }

@@ -131,9 +131,14 @@ type recMsg struct {
 type recorder struct {
 	peer Peer
 	msgs chan recMsg
+	// ignoreBroadcasts drops broadcasts unseen (for benchmarks that flood).
+	ignoreBroadcasts atomic.Bool
 }
 
 func (r *recorder) Deliver(from Peer, sub string, payload []byte, broadcast bool) error {
+	if broadcast && r.ignoreBroadcasts.Load() {
+		return nil
+	}
 	m := recMsg{From: from, Sub: sub, Broadcast: broadcast}
 	json.Unmarshal(payload, &m.Data)
 	select {
@@ -148,7 +153,7 @@ func (r *recorder) Nack(string, uint64, Peer, string) {}
 
 // expect returns the first message for which match is true, discarding
 // the others, or fails the test after wait.
-func (r *recorder) expect(t *testing.T, what string, match func(recMsg) bool) recMsg {
+func (r *recorder) expect(t testing.TB, what string, match func(recMsg) bool) recMsg {
 	t.Helper()
 	deadline := time.After(wait)
 	for {

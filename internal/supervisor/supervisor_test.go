@@ -255,10 +255,9 @@ func TestSendBroadcastReceive(t *testing.T) {
 		if err := n.sv.Deliver(m.rec.peer, "chat", []byte(`{"broadcast":{"from":"`+n.peer.Name+`"}}`), false); err != nil {
 			t.Fatal(err)
 		}
-		r := m.rec.expect(t, "the broadcast itself", func(r recMsg) bool { return r.From == n.peer && r.Broadcast })
-		if r.Data["from"] != n.peer.Name {
-			t.Errorf("broadcast %+v", r)
-		}
+		m.rec.expect(t, "the broadcast itself", func(r recMsg) bool {
+			return r.From == n.peer && r.Broadcast && r.Data["from"] == n.peer.Name
+		})
 		m.rec.expect(t, "reply to "+n.peer.Name+"'s broadcast", func(r recMsg) bool {
 			got := sub(r.Data, "got")
 			return r.From == n.peer && got != nil && sub(got, "from")["id"] == other.peer.ID &&
