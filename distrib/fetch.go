@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -116,7 +117,10 @@ func Fetch(ctx context.Context, want IndexEntry, sources []Source, opt FetchOpti
 		return "", wrap(err, "fetch")
 	}
 	defer f.Close()
-	fe := &fetcher{want: want, f: f, h: sha256.New(), stall: stall, progress: opt.Progress, buf: make([]byte, copyBufSize)}
+	fe := &fetcher{want: want, f: f, h: sha256.New(), stall: stall, progress: opt.Progress}
+	for range 8 {
+		fe.bufs = append(fe.bufs, make([]byte, copyBufSize))
+	}
 	winner, err := fe.download(ctx, sources)
 	if err != nil {
 		return "", err
@@ -173,7 +177,7 @@ type fetcher struct {
 	stall    time.Duration
 	progress func(Progress)
 	reported int64
-	buf      []byte
+	bufs     [][]byte // read buffers, cycled between reading and hashing
 }
 
 // errHard marks a source failure that retrying the same source won't fix.
@@ -315,26 +319,70 @@ func (fe *fetcher) attempt(ctx context.Context, src Source) (int64, error) {
 	default:
 		return 0, errHard{fmt.Errorf("%w: source answered %s", ErrNotFound, resp.Status)}
 	}
+	// Three stages overlap: this goroutine reads the network, one writes
+	// the file, one hashes; buffers cycle through them in order.
+	free := make(chan []byte, len(fe.bufs))
+	for _, b := range fe.bufs {
+		free <- b
+	}
+	writeQ := make(chan []byte, len(fe.bufs))
+	hashQ := make(chan []byte, len(fe.bufs))
+	var werr error
+	werrSet := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(hashQ)
+		for b := range writeQ {
+			if werr == nil {
+				if _, err := fe.f.Write(b); err != nil {
+					werr = err
+					close(werrSet)
+				}
+			}
+			hashQ <- b
+		}
+	})
+	wg.Go(func() {
+		for b := range hashQ {
+			fe.h.Write(b)
+			free <- b[:cap(b)]
+		}
+	})
+	stop := func() { // fe.f and fe.h are complete once it returns
+		close(writeQ)
+		wg.Wait()
+	}
 	var n int64
 	for fe.done < fe.want.Size {
-		b := fe.buf[:min(int64(len(fe.buf)), fe.want.Size-fe.done)]
+		var b []byte
+		select {
+		case b = <-free:
+		case <-werrSet:
+			stop()
+			return n, errHard{werr}
+		}
+		b = b[:min(int64(len(b)), fe.want.Size-fe.done)]
 		k, rerr := resp.Body.Read(b)
 		if k > 0 {
 			timer.Reset(fe.stall)
-			if _, err := fe.f.Write(b[:k]); err != nil {
-				return n, errHard{err}
-			}
-			fe.h.Write(b[:k])
+			writeQ <- b[:k]
 			fe.done += int64(k)
 			n += int64(k)
 			fe.report(src.Node, false)
+		} else {
+			free <- b
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
+			stop()
 			return n, stalled(rerr)
 		}
+	}
+	stop()
+	if werr != nil {
+		return n, errHard{werr}
 	}
 	if fe.done < fe.want.Size {
 		return n, fmt.Errorf("connection ended after %d of %d bytes", fe.done, fe.want.Size)

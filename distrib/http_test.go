@@ -13,7 +13,7 @@ import (
 )
 
 // serve runs h on a loopback httptest server until the test ends.
-func serve(t *testing.T, h http.Handler) *httptest.Server {
+func serve(t testing.TB, h http.Handler) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
