@@ -371,7 +371,7 @@ func (p *Plugin) Send(to string, data any) (uint64, error) {
 	if to == "" {
 		return 0, fmt.Errorf("subservice: send: empty node id")
 	}
-	raw, err := json.Marshal(data)
+	raw, err := marshal(data)
 	if err != nil {
 		return 0, fmt.Errorf("subservice: send: marshal data: %w", err)
 	}
@@ -382,7 +382,7 @@ func (p *Plugin) Send(to string, data any) (uint64, error) {
 // Broadcast sends data, marshalled as JSON, to this subservice on every
 // other node of the mesh, and returns the frame's id.
 func (p *Plugin) Broadcast(data any) (uint64, error) {
-	raw, err := json.Marshal(data)
+	raw, err := marshal(data)
 	if err != nil {
 		return 0, fmt.Errorf("subservice: broadcast: marshal data: %w", err)
 	}
@@ -444,13 +444,16 @@ func (p *Plugin) writeLoop() {
 		}
 		for {
 			p.wmu.Lock()
-			out := p.wbuf
-			p.wbuf = p.wfree[:0]
-			p.wbusy = len(out) > 0
-			p.wmu.Unlock()
-			if len(out) == 0 {
+			if len(p.wbuf) == 0 {
+				p.wmu.Unlock()
 				break
 			}
+			// Swap buffers: senders fill the other one meanwhile.
+			out := p.wbuf
+			p.wbuf = p.wfree[:0]
+			p.wfree = nil
+			p.wbusy = true
+			p.wmu.Unlock()
 			_, err := p.conn.Write(out)
 			p.wmu.Lock()
 			p.wfree = out[:0]
