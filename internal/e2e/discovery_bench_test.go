@@ -30,15 +30,18 @@ import (
 //	make bench-discovery   (go test -run '^$' -bench Discovery -benchtime 5x ./internal/e2e/)
 func BenchmarkDiscovery(b *testing.B) {
 	for _, n := range []int{3, 10, 30} {
-		for _, impl := range []string{"grandcat", "nearby"} {
+		for _, impl := range []string{"grandcat", "nearby", "nearby-mesh"} {
 			b.Run(fmt.Sprintf("hosts=%d/%s", n, impl), func(b *testing.B) {
 				var full []time.Duration
 				for b.Loop() {
 					b.StopTimer()
 					var d time.Duration
-					if impl == "nearby" {
+					switch impl {
+					case "nearby":
 						d = nearbyDiscoveryRun(b, n)
-					} else {
+					case "nearby-mesh":
+						d = nearbyMeshRun(b, n)
+					default:
 						d = grandcatDiscoveryRun(b, n)
 					}
 					full = append(full, d)
@@ -51,6 +54,24 @@ func BenchmarkDiscovery(b *testing.B) {
 			})
 		}
 	}
+}
+
+// nearbyMeshRun measures until every node lists every other as a connected
+// peer (discovery plus peer exchange plus the TLS handshakes). The time is
+// taken by polling every 20 ms, so it is an upper bound.
+func nearbyMeshRun(b *testing.B, n int) time.Duration {
+	c := newCluster(b, n)
+	defer c.lan.Close()
+	t0 := time.Now()
+	c.startAll("--no-tray")
+	deadline := time.Now().Add(60 * time.Second)
+	for c.fullMesh(c.nodes) != nil {
+		if time.Now().After(deadline) {
+			b.Fatalf("no full mesh after 60s: %v", c.fullMesh(c.nodes))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(t0)
 }
 
 func nearbyDiscoveryRun(b *testing.B, n int) time.Duration {

@@ -202,8 +202,8 @@ func (n *Node) handleSend(w http.ResponseWriter, r *http.Request) {
 		control.WriteError(w, 400, err, "")
 		return
 	}
-	if req.Subservice == "" {
-		control.WriteError(w, 400, errors.New("no subservice given"), "")
+	if req.Subservice == "" || isReserved(req.Subservice) {
+		control.WriteError(w, 400, fmt.Errorf("bad subservice name %q", req.Subservice), "subservice names are plugin names, e.g. chat")
 		return
 	}
 	if r.URL.Path == "/v1/broadcast" {

@@ -363,6 +363,7 @@ func (n *Node) pumpMeshEvents(ctx context.Context) error {
 			p := &control.Node{ID: string(e.Peer), Name: e.Name}
 			switch e.Type {
 			case mesh.EventPeerUp:
+				n.sendPex(e.Peer)
 				n.sup.PeerEvent(true, supervisor.Peer{ID: p.ID, Name: p.Name})
 				n.hub.publish(control.Event{Type: control.EventPeerUp, Peer: p, Time: e.Time})
 			case mesh.EventPeerDown:
@@ -391,6 +392,10 @@ func (n *Node) pumpPluginEvents(ctx context.Context) error {
 }
 
 func (n *Node) onMessage(m mesh.Message) error {
+	if m.Subservice == pexSubservice {
+		n.onPex(m.From, m.Payload)
+		return nil
+	}
 	err := n.sup.Deliver(n.peerOf(m.From), m.Subservice, m.Payload, m.Broadcast)
 	if errors.Is(err, supervisor.ErrNotRunning) {
 		return fmt.Errorf("subservice %q is not running on node %s", m.Subservice, n.cfg.Name)
