@@ -15,6 +15,8 @@ const (
 	// coalesceMax is the largest body that is copied to travel in one TLS
 	// record write with its header; larger bodies are written separately.
 	coalesceMax = 32 << 10
+	// tlsRecordMax is the plaintext size of a full TLS record.
+	tlsRecordMax = 16 << 10
 )
 
 var coalescePool = sync.Pool{New: func() any {
@@ -50,21 +52,25 @@ func (c *sessConn) Read(b []byte) (int, error) {
 func (c *sessConn) Write(b []byte) (int, error) {
 	if c.holding {
 		c.holding = false
-		if len(b) <= coalesceMax {
-			bp := coalescePool.Get().(*[]byte)
-			buf := append(append((*bp)[:0], c.held[:]...), b...)
-			_, err := c.Conn.Write(buf)
-			*bp = buf[:0]
-			coalescePool.Put(bp)
-			if err != nil {
-				return 0, err
-			}
-			return len(b), nil
+		// Header plus the body (a small one) or the body's first full TLS
+		// record (a large one) go out in one write.
+		k := len(b)
+		if k > coalesceMax {
+			k = tlsRecordMax - yamuxHeaderLen
 		}
-		if _, err := c.Conn.Write(c.held[:]); err != nil {
+		bp := coalescePool.Get().(*[]byte)
+		buf := append(append((*bp)[:0], c.held[:]...), b[:k]...)
+		_, err := c.Conn.Write(buf)
+		*bp = buf[:0]
+		coalescePool.Put(bp)
+		if err != nil {
 			return 0, err
 		}
-		return c.Conn.Write(b)
+		if k == len(b) {
+			return len(b), nil
+		}
+		n, err := c.Conn.Write(b[k:])
+		return k + n, err
 	}
 	if len(b) == yamuxHeaderLen && b[1] == yamuxTypeData && binary.BigEndian.Uint32(b[8:]) > 0 {
 		copy(c.held[:], b)
