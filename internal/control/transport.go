@@ -247,3 +247,6 @@ func (c *Client) Stream(ctx context.Context, path string, body any, fn func(Even
 	}
 	return ctx.Err()
 }
+
+// Close closes idle connections to the node.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
