@@ -1,0 +1,31 @@
+// Package subservice is the plugin side of Nearby: the types of the local
+// socket protocol and a Go SDK for plugin authors.
+//
+// A plugin is a process the node starts with NEARBY_SOCKET and NEARBY_TOKEN
+// in its environment. Connect dials the socket, says hello with the token
+// and returns a Plugin once the node has welcomed it:
+//
+//	p, err := subservice.Connect(ctx)
+//	p.Broadcast(map[string]string{"text": "hello"})
+//	for m := range p.Messages() {
+//		p.Send(m.From.ID, m.Data) // echo
+//	}
+//
+// # Wire format
+//
+// Newline-delimited JSON over a unix stream socket: one object per line,
+// each with an "op" field, at most max_line bytes (DefaultMaxLine unless the
+// node's welcome says otherwise). Frame is the union of every op's fields;
+// EncodeFrame writes exactly the fields of its op, on one line, without
+// HTML escaping (data is carried byte for byte). DecodeFrame ignores unknown
+// fields. LineReader splits a stream into capped lines and survives an
+// oversized one. docs/PROTOCOL.md is the full contract, with a transcript:
+//
+//	plugin: {"op":"hello","token":"c63f…","protocol":1}
+//	node:   {"op":"welcome","protocol":1,"node":{"id":"…","name":"alpha"},"subservice":"chat","version":"1.2.0","peers":[…],"max_line":1048576}
+//	plugin: {"op":"send","id":2,"to":"…","data":{"text":"hi"}}
+//	node:   {"op":"message","from":"…","from_name":"bravo","broadcast":false,"data":{"text":"hi alpha"}}
+//	node:   {"op":"error","id":3,"code":"no-subservice","message":"…","to":"…"}
+//
+// The node side (supervisor, socket server) lives in internal/supervisor.
+package subservice
