@@ -138,8 +138,7 @@ func OpenStore(dir string) (*Store, error) {
 	return s, nil
 }
 
-// load reads one plugin's records and state; versions without a record
-// (an install interrupted after its rename) are removed.
+// load reads one plugin's records and state.
 func (s *Store) load(name string) *plugin {
 	nd := filepath.Join(s.dir, name)
 	p := &plugin{versions: map[string]*Installed{}}
@@ -160,8 +159,13 @@ func (s *Store) load(name string) *plugin {
 		}
 	}
 	for _, e := range ents {
-		if _, err := ParseVersion(e.Name()); err == nil && e.IsDir() && p.versions[e.Name()] == nil {
-			os.RemoveAll(filepath.Join(nd, e.Name()))
+		// A version directory without a record is an install interrupted
+		// after its rename: remove it. One whose record exists but did not
+		// load (say, a manifest for a newer protocol) is left alone.
+		if _, err := ParseVersion(e.Name()); err == nil && e.IsDir() {
+			if _, err := os.Lstat(filepath.Join(nd, e.Name()+recordExt)); errors.Is(err, os.ErrNotExist) {
+				os.RemoveAll(filepath.Join(nd, e.Name()))
+			}
 		}
 	}
 	var st pluginState
@@ -330,10 +334,19 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	}
 	if same != nil {
 		if same.SHA256 == sumHex {
+			if newPin {
+				if err := opt.Trust.Pin(name, signer); err != nil {
+					return nil, err
+				}
+			}
 			if err := s.switchTo(name, version); err != nil {
+				if newPin {
+					opt.Trust.Unpin(name)
+				}
 				return nil, err
 			}
 			in, _ := s.get(name, version)
+			in.NewPin = newPin
 			return in, nil
 		}
 		if !opt.AllowDowngrade {

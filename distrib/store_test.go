@@ -229,6 +229,14 @@ func TestInstallDowngradeAndReinstall(t *testing.T) {
 	if treeHash(t, f.dir) != before {
 		t.Fatal("reinstall changed the store")
 	}
+	// With the pin gone, the reinstall pins again.
+	f.trust.Unpin("chat")
+	if in, err := f.s.Install(p11, f.opts("node-c")); err != nil || !in.NewPin {
+		t.Fatalf("reinstall after unpin: %+v %v", in, err)
+	}
+	if pin, _ := f.trust.Get("chat"); pin != signerOf(f.key) {
+		t.Fatal("not pinned again")
+	}
 	// Asked for, a downgrade to the kept previous version just switches.
 	p10 := f.archive("chat", "1.0.0", goodEnts("chat", "1.0.0"), f.key)
 	opts := f.opts("node-b")
@@ -345,6 +353,11 @@ func TestOpenStoreCleansLeftovers(t *testing.T) {
 	f := newStoreFix(t)
 	os.MkdirAll(filepath.Join(f.dir, stagingPrefix+"123", "tree"), 0o755)
 	os.MkdirAll(filepath.Join(f.dir, "chat", "2.0.0"), 0o755) // renamed, never recorded
+	// Recorded, but its manifest does not load (a newer protocol): kept.
+	newer := filepath.Join(f.dir, "chat", "3.0.0")
+	os.MkdirAll(newer, 0o755)
+	os.WriteFile(filepath.Join(newer, ManifestFile), []byte(`{"name":"chat","version":"3.0.0","command":["x"],"protocol":9}`), 0o644)
+	os.WriteFile(newer+recordExt, []byte(`{"name":"chat","version":"3.0.0","sha256":"00","origin":"local"}`), 0o644)
 	s, err := OpenStore(f.dir)
 	if err != nil {
 		t.Fatal(err)
@@ -354,6 +367,12 @@ func TestOpenStoreCleansLeftovers(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(f.dir, "chat", "2.0.0")); !os.IsNotExist(err) {
 		t.Fatal("orphan version kept")
+	}
+	if _, err := os.Stat(newer); err != nil {
+		t.Fatal("a recorded version that did not load was deleted")
+	}
+	if l := s.List(); len(l) != 1 {
+		t.Fatalf("List = %+v", l)
 	}
 	if cur, ok := s.Current("chat"); !ok || cur.Version != "1.0.0" {
 		t.Fatalf("current %+v", cur)
