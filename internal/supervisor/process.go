@@ -272,6 +272,7 @@ func (s *Supervisor) spawn(p *plugin, path string, restart bool) (*instance, err
 	go func() {
 		defer s.wg.Done()
 		defer close(inst.logged)
+		defer r.Close()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := r.Read(buf)

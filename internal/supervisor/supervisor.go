@@ -547,7 +547,7 @@ func (s *Supervisor) Running(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.plugins[name]
-	return p != nil && p.cur != nil && !p.cur.gone
+	return p != nil && p.cur != nil
 }
 
 // LogPath returns the path of the named plugin's log file ("" without LogDir).

@@ -612,10 +612,15 @@ func TestCrashLoopFails(t *testing.T) {
 	})
 	events, cancel := a.sv.Subscribe(256)
 	defer cancel()
+	fdsBefore := openFDs(t)
 	if err := a.sv.Start(helperSpec(t, "crashy", "exit1")); err != nil {
 		t.Fatal(err)
 	}
 	st := a.waitState(t, "crashy", StateFailed)
+	// Four processes came and went; only the plugin's log file stays open.
+	if fds := openFDs(t); fds > fdsBefore+1 {
+		t.Errorf("%d descriptors open before, %d after: a leak per instance", fdsBefore, fds)
+	}
 	if st.Restarts != 3 || st.LastExit != "exit status 1" || !strings.Contains(st.Error, "crash loop") || st.PID != 0 {
 		t.Errorf("status %+v", st)
 	}
@@ -922,6 +927,16 @@ func TestSubscribe(t *testing.T) {
 	cancel()
 	for range ev { // drained and closed
 	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
 
 // heapInUse returns the bytes of heap in use after a collection.
