@@ -97,7 +97,8 @@ func (r *loopRouter) Send(to, sub string, payload []byte, id uint64) error {
 	}
 	if err := dst.Deliver(r.self, sub, payload, false); err != nil && id != 0 {
 		if src := r.net.node(r.self.ID); src != nil {
-			src.Nack(sub, id, Peer{ID: to, Name: r.names[to]}, NackReason(err))
+			// As the mesh does: the reason is the error text.
+			src.Nack(sub, id, Peer{ID: to, Name: r.names[to]}, err.Error())
 		}
 	}
 	return nil

@@ -671,27 +671,41 @@ func (s *Supervisor) untrack(id uint64, name string) (pending, bool) {
 	return p, true
 }
 
+// nackCode classifies a nack reason: one of the codes NackReason returns,
+// or the text of a Deliver error as a mesh carries it (err.Error()).
+func nackCode(reason string) string {
+	switch {
+	case reason == subservice.CodeNoSubservice || strings.Contains(reason, ErrNotRunning.Error()) ||
+		strings.Contains(reason, "not running"):
+		return subservice.CodeNoSubservice
+	case reason == subservice.CodeQueueFull || strings.Contains(reason, ErrQueueFull.Error()):
+		return subservice.CodeQueueFull
+	}
+	return subservice.CodeRejected
+}
+
 // Nack reports that from refused the message this node sent with mesh id
-// id for subservice: the plugin that sent it gets an error frame with its
-// own id for that send, the code reason names ("no-subservice",
-// "queue-full"; anything else is "rejected"), and to = from.ID. Nacks for
-// unknown ids (too old: only the last 16384 sends are remembered) or for a
-// plugin instance that has gone are dropped.
+// id for subservice name: the plugin that sent it gets an error frame with
+// its own id for that send and to = from.ID. The code is "no-subservice"
+// when reason is that code or the text of an ErrNotRunning error (or says
+// "not running"), "queue-full" likewise for ErrQueueFull, else "rejected"
+// with reason in the message. Nacks for unknown ids (too old: only the last
+// 16384 sends are remembered), for another plugin's ids, or for a plugin
+// instance that has gone are dropped.
 func (s *Supervisor) Nack(name string, id uint64, from Peer, reason string) {
 	pd, ok := s.untrack(id, name)
 	if !ok {
 		s.log.Debug("nack for unknown message", "plugin", name, "id", id, "peer", from.ID)
 		return
 	}
-	code := reason
+	code := nackCode(reason)
 	var msg string
-	switch reason {
-	case subservice.CodeNoSubservice:
+	switch {
+	case code == subservice.CodeNoSubservice:
 		msg = fmt.Sprintf("node %s (%s) does not run %s", from.ID, from.Name, name)
-	case subservice.CodeQueueFull:
+	case code == subservice.CodeQueueFull:
 		msg = fmt.Sprintf("node %s (%s): the %s plugin's queue is full", from.ID, from.Name, name)
 	default:
-		code = subservice.CodeRejected
 		msg = fmt.Sprintf("node %s (%s) refused the message: %s", from.ID, from.Name, reason)
 	}
 	line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpError, ID: pd.pluginID, Code: code, Message: msg, To: from.ID})

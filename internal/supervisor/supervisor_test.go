@@ -336,6 +336,15 @@ func TestDeliverNotRunning(t *testing.T) {
 	if err := a.sv.Deliver(m.rec.peer, "brief", []byte(`1`), false); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Deliver to a stopped subservice: %v", err)
 	}
+	for reason, code := range map[string]string{
+		"no-subservice": subservice.CodeNoSubservice, "queue-full": subservice.CodeQueueFull,
+		ErrNotRunning.Error() + ": chat": subservice.CodeNoSubservice, `subservice "chat" is not running on node b`: subservice.CodeNoSubservice,
+		fmt.Errorf("%w: chat", ErrQueueFull).Error(): subservice.CodeQueueFull, "disk on fire": subservice.CodeRejected,
+	} {
+		if got := nackCode(reason); got != code {
+			t.Errorf("nackCode(%q) = %s, want %s", reason, got, code)
+		}
+	}
 	if NackReason(fmt.Errorf("x: %w", ErrNotRunning)) != subservice.CodeNoSubservice || NackReason(ErrQueueFull) != subservice.CodeQueueFull ||
 		NackReason(ErrBadPayload) != subservice.CodeRejected {
 		t.Error("NackReason mapping")
