@@ -223,9 +223,9 @@ func (m *Mesh) stopDialing(id NodeID) {
 	delete(m.dialing, id)
 }
 
-// jitter spreads d over [d/2, 3d/2).
+// jitter spreads d over [d/2, d].
 func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d)
+	return d/2 + rand.N(d/2+1)
 }
 
 // sleepOrWake waits d, or less when woken; false when ctx is done.

@@ -184,7 +184,9 @@ func (m *Mesh) yamuxConfig() *yamux.Config {
 	y.ConnectionWriteTimeout = m.cfg.WriteTimeout
 	// The default 256 KiB window caps a stream at window/RTT.
 	y.MaxStreamWindowSize = 16 << 20
-	y.StreamOpenTimeout = m.cfg.HandshakeTimeout
+	// An unanswered stream open closes the whole session: be patient, the
+	// answer may queue behind bulk frames on a slow link.
+	y.StreamOpenTimeout = max(m.cfg.HandshakeTimeout, 30*time.Second)
 	y.StreamCloseTimeout = 30 * time.Second
 	y.LogOutput = nil
 	y.Logger = yamuxLogger{m.log}

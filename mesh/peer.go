@@ -17,6 +17,9 @@ import (
 // small frames per stream read, small enough for idle peers to stay cheap.
 const readBufSize = 8 << 10
 
+// ctrlChunk bounds one write (one yamux frame) on the control stream.
+const ctrlChunk = 64 << 10
+
 // trimCap is the buffer capacity kept by an idle peer's queue.
 const trimCap = 16 << 10
 
@@ -189,8 +192,7 @@ func (p *peer) writeLoop() {
 			p.fullSince = time.Time{}
 			p.qmu.Unlock()
 
-			p.ctrl.SetWriteDeadline(time.Now().Add(p.m.cfg.WriteTimeout))
-			if _, err := p.ctrl.Write(out); err != nil {
+			if err := p.writeOut(out); err != nil {
 				reason := "write: " + reasonFor(err)
 				if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, yamux.ErrConnectionWriteTimeout) {
 					reason = fmt.Sprintf("write timeout: peer accepted no data for %v", p.m.cfg.WriteTimeout)
@@ -210,6 +212,22 @@ func (p *peer) writeLoop() {
 			}
 		}
 	}
+}
+
+// writeOut writes a drained queue in pieces of at most ctrlChunk bytes,
+// each within WriteTimeout: yamux sends each write as one frame and gives a
+// frame ConnectionWriteTimeout to go out, so a multi-megabyte write would
+// fail on a slow link although the peer reads everything.
+func (p *peer) writeOut(out []byte) error {
+	for len(out) > 0 {
+		k := min(len(out), ctrlChunk)
+		p.ctrl.SetWriteDeadline(time.Now().Add(p.m.cfg.WriteTimeout))
+		if _, err := p.ctrl.Write(out[:k]); err != nil {
+			return err
+		}
+		out = out[k:]
+	}
+	return nil
 }
 
 // readLoop reads and dispatches the control stream until it fails.

@@ -2,11 +2,11 @@ package mesh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -40,7 +40,33 @@ func (m *Mesh) OpenStream(ctx context.Context, to NodeID, service string) (net.C
 		s.Close()
 		return nil, fmt.Errorf("open stream %q to %s: %w", service, to.Short(), err)
 	}
-	return s, nil
+	return &streamConn{Stream: s}, nil
+}
+
+// maxStreamFrame bounds the yamux frame a stream write becomes. yamux gives
+// every frame ConnectionWriteTimeout (WriteTimeout) to go out, so a frame
+// must fit through a slow link in that time: 128 KiB takes 1 s at 1 Mbit/s.
+const maxStreamFrame = 128 << 10
+
+// streamConn is a yamux stream whose writes go out in bounded frames.
+type streamConn struct {
+	*yamux.Stream
+	wmu sync.Mutex // keeps one Write's pieces together
+}
+
+// Write writes b in frames of at most maxStreamFrame bytes.
+func (s *streamConn) Write(b []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	n := 0
+	for n < len(b) {
+		w, err := s.Stream.Write(b[n : n+min(len(b)-n, maxStreamFrame)])
+		n += w
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // openStream calls yamux's OpenStream, which blocks while 256 stream opens
@@ -163,7 +189,7 @@ func (m *Mesh) serveStream(p *peer, s *yamux.Stream) {
 		return
 	}
 	s.SetDeadline(time.Time{})
-	h(p.id, s)
+	h(p.id, &streamConn{Stream: s})
 }
 
 func answer(s *yamux.Stream, code byte, reason string) {
@@ -207,10 +233,4 @@ func ParseStreamAddr(addr string) (NodeID, string, error) {
 		return "", "", fmt.Errorf("%w: %q", ErrBadAddress, addr)
 	}
 	return NodeID(id), service, nil
-}
-
-// errIsTimeout reports whether err is a deadline error.
-func errIsTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

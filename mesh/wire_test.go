@@ -3,7 +3,10 @@ package mesh
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -236,4 +239,45 @@ func FuzzParseStreamAddr(f *testing.F) {
 			t.Fatalf("%q -> %q %q -> %q %q %v", addr, id, svc, id2, svc2, err)
 		}
 	})
+}
+
+// TestWireExamples keeps the examples in docs/WIRE.md true.
+func TestWireExamples(t *testing.T) {
+	doc, err := os.ReadFile("../docs/WIRE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		hex  string
+		enc  []byte
+	}{
+		{"msg", "10 00 00 00 10 00 00 00 00 00 00 00 00 07 04 63 68 61 74 68 69", appendMsg(nil, 0, 7, "chat", []byte("hi"))},
+		{"ping", "13 00 00 00 08 00 00 00 00 00 00 00 01", appendToken(nil, framePing, 1)},
+		{"error", "03 00 00 00 0f 02 64 69 66 66 65 72 65 6e 74 20 6d 65 73 68", appendError(nil, codeWrongMesh, "different mesh")},
+	}
+	// The document's examples, stripped of comments and line breaks.
+	var dumps []string
+	for _, block := range strings.Split(string(doc), "```")[1:] {
+		var hexes []string
+		for _, line := range strings.Split(block, "\n") {
+			for _, f := range strings.Fields(line) {
+				if len(f) != 2 || strings.Trim(f, "0123456789abcdef") != "" {
+					break
+				}
+				hexes = append(hexes, f)
+			}
+		}
+		if len(hexes) > 0 {
+			dumps = append(dumps, strings.Join(hexes, " "))
+		}
+	}
+	for _, tt := range tests {
+		if got := fmt.Sprintf("% x", tt.enc); got != tt.hex {
+			t.Errorf("%s encodes to %s, want %s", tt.name, got, tt.hex)
+		}
+		if !slices.Contains(dumps, tt.hex) {
+			t.Errorf("%s example %s not in docs/WIRE.md (found %q)", tt.name, tt.hex, dumps)
+		}
+	}
 }
