@@ -157,9 +157,10 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 	p.setState(StateRunning)
 	s.emit(p)
 	s.wg.Add(1)
+	pid := inst.pid
 	s.mu.Unlock()
 	go s.writeLoop(inst, c)
-	s.log.Debug("plugin connected", "plugin", p.name, "pid", inst.pid)
+	s.log.Debug("plugin connected", "plugin", p.name, "pid", pid)
 	return inst
 }
 

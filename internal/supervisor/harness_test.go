@@ -169,6 +169,31 @@ func (r *recorder) expect(t testing.TB, what string, match func(recMsg) bool) re
 	}
 }
 
+// expectEach waits until each matcher has matched a message, in any order,
+// discarding the others, and returns the matches in matcher order.
+func (r *recorder) expectEach(t testing.TB, what string, matchers ...func(recMsg) bool) []recMsg {
+	t.Helper()
+	got := make([]recMsg, len(matchers))
+	done := make([]bool, len(matchers))
+	left := len(matchers)
+	deadline := time.After(wait)
+	for left > 0 {
+		select {
+		case m := <-r.msgs:
+			for i, match := range matchers {
+				if !done[i] && match(m) {
+					got[i], done[i] = m, true
+					left--
+					break
+				}
+			}
+		case <-deadline:
+			t.Fatalf("recorder: %d of %d %s missing after %v", left, len(matchers), what, wait)
+		}
+	}
+	return got
+}
+
 // testNode is a Supervisor on a loopNet, running until the test ends.
 type testNode struct {
 	sv     *Supervisor

@@ -118,7 +118,7 @@ func (p *plugin) status() Status {
 type instance struct {
 	p      *plugin
 	token  string // (mu) cleared once used
-	pid    int
+	pid    int    // (mu) until Start returns, then fixed
 	q      *outQueue
 	exited chan struct{} // closed when the process has been reaped
 	err    error         // the Wait result, read after exited
@@ -259,8 +259,8 @@ func (s *Supervisor) spawn(p *plugin, path string, restart bool) (*instance, err
 		s.logLine(p.name, "cannot start %s %s: %v", spec.Name, spec.Version, err)
 		return nil, fmt.Errorf("%w: %v", ErrCommand, err)
 	}
-	inst.pid = cmd.Process.Pid
 	s.mu.Lock()
+	inst.pid = cmd.Process.Pid
 	p.pid = inst.pid
 	s.emit(p)
 	s.mu.Unlock()

@@ -242,8 +242,9 @@ func TestSendBroadcastReceive(t *testing.T) {
 		}
 	}
 	// Both came up and saw each other's node in welcome.
-	for _, n := range []*testNode{a, b} {
-		w := sub(m.rec.expect(t, "welcome", isReport("welcome", n.peer)).Data, "welcome")
+	welcomes := m.rec.expectEach(t, "welcomes", isReport("welcome", a.peer), isReport("welcome", b.peer))
+	for i, n := range []*testNode{a, b} {
+		w := sub(welcomes[i].Data, "welcome")
 		if sub(w, "self")["id"] != n.peer.ID || len(w["peers"].([]any)) != 2 {
 			t.Errorf("%s welcome %v", n.peer.Name, w)
 		}
@@ -255,10 +256,9 @@ func TestSendBroadcastReceive(t *testing.T) {
 		if err := n.sv.Deliver(m.rec.peer, "chat", []byte(`{"broadcast":{"from":"`+n.peer.Name+`"}}`), false); err != nil {
 			t.Fatal(err)
 		}
-		m.rec.expect(t, "the broadcast itself", func(r recMsg) bool {
+		m.rec.expectEach(t, "broadcast and reply", func(r recMsg) bool {
 			return r.From == n.peer && r.Broadcast && r.Data["from"] == n.peer.Name
-		})
-		m.rec.expect(t, "reply to "+n.peer.Name+"'s broadcast", func(r recMsg) bool {
+		}, func(r recMsg) bool {
 			got := sub(r.Data, "got")
 			return r.From == n.peer && got != nil && sub(got, "from")["id"] == other.peer.ID &&
 				got["broadcast"] == false && sub(sub(got, "data"), "reply")["from"] == n.peer.Name
