@@ -32,35 +32,43 @@ func Extract(r io.Reader, dst string, lim Limits) (err error) {
 		}
 	}()
 	var links []archiveEntry
-	buf := make([]byte, 256<<10)
+	w := newDiskWriter()
 	err = walkArchive(r, lim, func(e *archiveEntry) error {
 		p := filepath.Join(dst, filepath.FromSlash(e.Name))
 		switch e.Kind {
 		case kindDir:
-			return os.MkdirAll(p, 0o755)
+			return w.send(diskOp{kind: opMkdir, path: p})
 		case kindFile:
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
-			}
 			perm := os.FileMode(0o644)
 			if e.Exec {
 				perm = 0o755
 			}
-			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-			if err != nil {
+			if err := w.send(diskOp{kind: opCreate, path: p, perm: perm}); err != nil {
 				return err
 			}
-			// A plain io.Writer keeps io.CopyBuffer on our buffer.
-			_, err = io.CopyBuffer(struct{ io.Writer }{f}, e.R, buf)
-			if cerr := f.Close(); err == nil {
-				err = cerr
+			for {
+				b, err := w.buf()
+				if err != nil {
+					return err
+				}
+				n, rerr := 0, error(nil)
+				for n < len(b) && rerr == nil {
+					var k int
+					k, rerr = e.R.Read(b[n:])
+					n += k
+				}
+				if err := w.send(diskOp{kind: opWrite, data: b[:n]}); err != nil {
+					return err
+				}
+				if rerr == io.EOF {
+					return w.send(diskOp{kind: opClose})
+				}
+				if rerr != nil {
+					return rerr
+				}
 			}
-			return err
 		case kindHardlink:
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
-			}
-			return os.Link(filepath.Join(dst, filepath.FromSlash(e.Link)), p)
+			return w.send(diskOp{kind: opLink, path: p, link: filepath.Join(dst, filepath.FromSlash(e.Link))})
 		case kindSymlink:
 			// Symlinks are made last, so nothing above is ever written
 			// through one.
@@ -68,6 +76,9 @@ func Extract(r io.Reader, dst string, lim Limits) (err error) {
 		}
 		return nil
 	})
+	if werr := w.finish(); err == nil {
+		err = werr
+	}
 	if err != nil {
 		return wrap(err, "extract")
 	}
@@ -193,4 +204,119 @@ func resolvesInside(root, rel string) error {
 		pending = append(strings.Split(filepath.ToSlash(t), "/"), pending...)
 	}
 	return nil
+}
+
+const (
+	opMkdir = iota + 1
+	opCreate
+	opWrite
+	opClose
+	opLink
+)
+
+// diskOp is one file system operation for a diskWriter.
+type diskOp struct {
+	kind       int
+	path, link string
+	perm       os.FileMode
+	data       []byte
+}
+
+// diskWriter performs file system operations in order on its own
+// goroutine, so that creating and writing files overlaps with
+// decompressing the next ones. After the first error it only drains.
+type diskWriter struct {
+	ops    chan diskOp
+	free   chan []byte
+	failed chan struct{} // closed once err is set
+	done   chan struct{}
+	err    error
+}
+
+func newDiskWriter() *diskWriter {
+	const nbuf = 8
+	w := &diskWriter{
+		ops:    make(chan diskOp, 2*nbuf),
+		free:   make(chan []byte, nbuf),
+		failed: make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	for range nbuf {
+		w.free <- make([]byte, 256<<10)
+	}
+	go w.run()
+	return w
+}
+
+func (w *diskWriter) run() {
+	defer close(w.done)
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	for op := range w.ops {
+		if w.err != nil {
+			w.recycle(op)
+			continue
+		}
+		var err error
+		switch op.kind {
+		case opMkdir:
+			err = os.MkdirAll(op.path, 0o755)
+		case opCreate:
+			if err = os.MkdirAll(filepath.Dir(op.path), 0o755); err == nil {
+				f, err = os.OpenFile(op.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, op.perm)
+			}
+		case opWrite:
+			_, err = f.Write(op.data)
+		case opClose:
+			err = f.Close()
+			f = nil
+		case opLink:
+			if err = os.MkdirAll(filepath.Dir(op.path), 0o755); err == nil {
+				err = os.Link(op.link, op.path)
+			}
+		}
+		w.recycle(op)
+		if err != nil {
+			w.err = err
+			close(w.failed)
+		}
+	}
+}
+
+func (w *diskWriter) recycle(op diskOp) {
+	if op.data != nil {
+		w.free <- op.data[:cap(op.data)]
+	}
+}
+
+// send queues op; it fails with the writer's error once it has one.
+func (w *diskWriter) send(op diskOp) error {
+	select {
+	case w.ops <- op:
+		return nil
+	case <-w.failed:
+		w.recycle(op)
+		return w.err
+	}
+}
+
+// buf returns a free data buffer.
+func (w *diskWriter) buf() ([]byte, error) {
+	select {
+	case b := <-w.free:
+		return b, nil
+	case <-w.failed:
+		return nil, w.err
+	}
+}
+
+// finish waits for every queued operation and returns the first error.
+func (w *diskWriter) finish() error {
+	close(w.ops)
+	<-w.done
+	return w.err
 }

@@ -231,3 +231,23 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// TestExtractWriteError checks that a failure on the writing side (here a
+// name the file system refuses) stops the extraction and cleans up.
+func TestExtractWriteError(t *testing.T) {
+	ents := goodEnts("x", "1.0.0")
+	for i := 0; i < 20; i++ { // enough to fill the writer's queue
+		ents = append(ents, ent{name: "big" + string(rune('a'+i)), body: string(pseudoRandom(300 << 10))})
+	}
+	ents = append(ents, ent{name: strings.Repeat("n", 300), body: "x"})
+	ents = append(ents, ent{name: "after", body: "never written"})
+	parent := t.TempDir()
+	dst := filepath.Join(parent, "out")
+	err := Extract(bytes.NewReader(tarGz(t, ents)), dst, Limits{})
+	if err == nil || !strings.Contains(err.Error(), "file name too long") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Lstat(dst); !os.IsNotExist(err) {
+		t.Fatal("dst left behind")
+	}
+}

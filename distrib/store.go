@@ -1,6 +1,7 @@
 package distrib
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,6 +22,9 @@ import (
 const OriginLocal = "local"
 
 const (
+	// memInstallMax is the largest archive Install reads into memory.
+	memInstallMax = 64 << 20
+
 	stateFile     = "state.json"
 	recordExt     = ".json"
 	stagingPrefix = ".staging-"
@@ -44,6 +48,8 @@ type Store struct {
 
 	mu      sync.RWMutex
 	plugins map[string]*plugin
+
+	memMax int64 // memInstallMax; tests lower it to cover the streaming path
 }
 
 type plugin struct {
@@ -117,7 +123,7 @@ func OpenStore(dir string) (*Store, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, wrap(err, "open store")
 	}
-	s := &Store{dir: abs, plugins: map[string]*plugin{}}
+	s := &Store{dir: abs, plugins: map[string]*plugin{}, memMax: memInstallMax}
 	ents, err := os.ReadDir(abs)
 	if err != nil {
 		return nil, wrap(err, "open store")
@@ -284,8 +290,18 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	if fi.Size() > lim.MaxArchiveBytes {
 		return nil, fmt.Errorf("%w: archive is %d bytes, more than %d", ErrTooLarge, fi.Size(), lim.MaxArchiveBytes)
 	}
+	// Archives up to memInstallMax are read into memory once: hashed,
+	// verified and extracted from the same bytes. Larger ones are streamed
+	// twice and hashed both times.
+	var data []byte
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if fi.Size() <= s.memMax {
+		data = make([]byte, fi.Size())
+		if _, err := io.ReadFull(f, data); err != nil {
+			return nil, fmt.Errorf("%w: reading the archive: %v; try again", ErrChanged, err)
+		}
+		h.Write(data)
+	} else if _, err := io.Copy(h, f); err != nil {
 		return nil, err
 	}
 	sum := h.Sum(nil)
@@ -363,19 +379,12 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	}
 	defer os.RemoveAll(staging)
 	tree := filepath.Join(staging, "tree")
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	if data != nil {
+		if err := Extract(bytes.NewReader(data), tree, lim); err != nil {
+			return nil, err
+		}
+	} else if err := extractRehash(f, tree, lim, sumHex); err != nil {
 		return nil, err
-	}
-	h2 := sha256.New()
-	tee := io.TeeReader(f, h2)
-	if err := Extract(tee, tree, lim); err != nil {
-		return nil, err
-	}
-	if _, err := io.Copy(h2, f); err != nil {
-		return nil, err
-	}
-	if hex.EncodeToString(h2.Sum(nil)) != sumHex {
-		return nil, fmt.Errorf("%w: the archive changed while it was being installed; try again", ErrChanged)
 	}
 	mb, err := os.ReadFile(filepath.Join(tree, ManifestFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -461,6 +470,25 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	out, _ := s.get(name, version)
 	out.NewPin = newPin
 	return out, nil
+}
+
+// extractRehash extracts f from its start, hashing what it reads, and
+// fails if that is not the hash checked before.
+func extractRehash(f *os.File, tree string, lim Limits, sumHex string) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	h := sha256.New()
+	if err := Extract(io.TeeReader(f, h), tree, lim); err != nil {
+		return err
+	}
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if hex.EncodeToString(h.Sum(nil)) != sumHex {
+		return fmt.Errorf("%w: the archive changed while it was being installed; try again", ErrChanged)
+	}
+	return nil
 }
 
 // switchTo makes version current (the old current becomes previous),

@@ -119,49 +119,62 @@ func TestInstallRefusesBadInput(t *testing.T) {
 		{name: "same version other bytes", file: "chat-1.0.0.tar.gz", ents: append(goodEnts("chat", "1.0.0"), ent{name: "new", body: "x"}), want: ErrVersionConflict},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newStoreFix(t)
-			before := f.snapshot()
-			file := tt.file
-			if file == "" {
-				file = "chat-1.1.0.tar.gz"
+		for _, stream := range []bool{false, true} {
+			name := tt.name
+			if stream {
+				name += "/streamed"
 			}
-			data := tt.raw
-			if data == nil {
-				data = tarGz(t, tt.ents)
-			}
-			p := writeArchive(t, f.src, file, data)
-			switch tt.signer {
-			case "", "key":
-				signFile(t, f.key, p)
-			case "other":
-				signFile(t, newKey(t), p)
-			case "garbage":
-				os.WriteFile(p+SigExt, []byte("nearby-sig-v1 nonsense"), 0o644)
-			case "wrong-bytes":
-				os.WriteFile(p+SigExt, Sign(f.key, make([]byte, 32)), 0o644)
-			}
-			opts := f.opts("node-b")
-			if tt.opts != nil {
-				tt.opts(&opts)
-			}
-			in, err := f.s.Install(p, opts)
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("Install = %+v, %v; want %v", in, err, tt.want)
-			}
-			if !strings.Contains(err.Error(), tt.mention) {
-				t.Errorf("error %q does not mention %q", err, tt.mention)
-			}
-			if after := f.snapshot(); after != before {
-				t.Error("a failed install changed what was installed")
-			}
-			if cur, ok := f.s.Current("chat"); !ok || cur.Version != "1.0.0" {
-				t.Errorf("current is %+v", cur)
-			}
-			if ents, _ := os.ReadDir(f.dir); len(ents) != 1 {
-				t.Errorf("store dir holds %v, want only chat/", ents)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				f := newStoreFix(t)
+				if stream {
+					f.s.memMax = -1 // extract from the file, not from memory
+				}
+				before := f.snapshot()
+				file := tt.file
+				if file == "" {
+					file = "chat-1.1.0.tar.gz"
+				}
+				data := tt.raw
+				if data == nil {
+					data = tarGz(t, tt.ents)
+				}
+				p := writeArchive(t, f.src, file, data)
+				switch tt.signer {
+				case "", "key":
+					signFile(t, f.key, p)
+				case "other":
+					signFile(t, newKey(t), p)
+				case "garbage":
+					os.WriteFile(p+SigExt, []byte("nearby-sig-v1 nonsense"), 0o644)
+				case "wrong-bytes":
+					os.WriteFile(p+SigExt, Sign(f.key, make([]byte, 32)), 0o644)
+				}
+				opts := f.opts("node-b")
+				if tt.opts != nil {
+					tt.opts(&opts)
+				}
+				in, err := f.s.Install(p, opts)
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("Install = %+v, %v; want %v", in, err, tt.want)
+				}
+				if !strings.Contains(err.Error(), tt.mention) {
+					t.Errorf("error %q does not mention %q", err, tt.mention)
+				}
+				if after := f.snapshot(); after != before {
+					t.Error("a failed install changed what was installed")
+				}
+				if cur, ok := f.s.Current("chat"); !ok || cur.Version != "1.0.0" {
+					t.Errorf("current is %+v", cur)
+				}
+				if ents, _ := os.ReadDir(f.dir); len(ents) != 1 {
+					t.Errorf("store dir holds %v, want only chat/", ents)
+				}
+				// The same store then installs a good archive.
+				if _, err := f.s.Install(f.archive("chat", "1.3.0", goodEnts("chat", "1.3.0"), f.key), f.opts("node-b")); err != nil {
+					t.Fatalf("good install after a failed one: %v", err)
+				}
+			})
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package distrib
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -141,9 +143,15 @@ func corrupt(err error) error {
 // are seen.
 func walkArchive(r io.Reader, lim Limits, fn func(e *archiveEntry) error) error {
 	lim = lim.withDefaults()
-	cr := &capReader{r: r, n: lim.MaxArchiveBytes,
-		err: fmt.Errorf("%w: archive is larger than %d bytes", ErrTooLarge, lim.MaxArchiveBytes)}
-	gz, err := gzip.NewReader(cr)
+	var src io.Reader
+	if br, ok := r.(*bytes.Reader); ok && int64(br.Len()) <= lim.MaxArchiveBytes {
+		src = br // the decompressor has a fast path for *bytes.Reader
+	} else {
+		// A large buffer: gzip would otherwise add a 4 KiB one.
+		src = bufio.NewReaderSize(&capReader{r: r, n: lim.MaxArchiveBytes,
+			err: fmt.Errorf("%w: archive is larger than %d bytes", ErrTooLarge, lim.MaxArchiveBytes)}, 256<<10)
+	}
+	gz, err := gzip.NewReader(src)
 	if err != nil {
 		return corrupt(err)
 	}
