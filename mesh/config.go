@@ -83,10 +83,12 @@ type Config struct {
 	// on that peer's reader goroutine: it must not block long, or that peer's
 	// traffic stalls (other peers are unaffected). Message.Payload belongs to
 	// the callee. A non-nil error is sent back to the sender as a Nack when
-	// Message.ID != 0. Nil discards messages.
+	// Message.ID != 0. Nil discards messages. It may call Send, Broadcast
+	// and the other methods, but not Close.
 	OnMessage func(Message) error
 	// OnNack is called, on the reader goroutine of the peer that sent it,
-	// when a peer refused one of our messages. Nil ignores nacks.
+	// when a peer refused one of our messages. Nil ignores nacks. It must
+	// not call Close.
 	OnNack func(Nack)
 	// Handlers are the named stream services ("http", "session", ...) that
 	// peers can open with OpenStream. Names are 1 to 255 bytes.

@@ -18,7 +18,6 @@ type target struct {
 	key    string
 	static bool
 	id     NodeID // expected (hint) or learned (static)
-	name   string
 	addrs  []string
 	seen   time.Time // last hinted or last seen connected
 	wake   chan struct{}
@@ -63,7 +62,7 @@ func (m *Mesh) AddHint(h Hint) {
 		start = m.state == stateRunning
 	}
 	changed := !slices.Equal(t.addrs, addrs)
-	t.addrs, t.name, t.seen = addrs, h.Name, time.Now()
+	t.addrs, t.seen = addrs, time.Now()
 	m.mu.Unlock()
 	if start {
 		m.spawn(func() { m.dialLoop(t) })
@@ -181,7 +180,7 @@ func (m *Mesh) dialAddrs(ctx context.Context, t *target, expect NodeID, addrs []
 		d := net.Dialer{Timeout: min(m.cfg.HandshakeTimeout, 5*time.Second)}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
-			m.log.Debug("dial failed", "addr", addr, "peer", t.id.Short(), "err", err)
+			m.log.Debug("dial failed", "addr", addr, "peer", expect.Short(), "err", err)
 			if dialErr == nil {
 				dialErr = fmt.Errorf("dial %s: %w", addr, err)
 			}

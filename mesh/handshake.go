@@ -78,8 +78,12 @@ func reject(sentinel error, reason string) *rejection {
 // a static address). See docs/WIRE.md for the exchange.
 func (m *Mesh) handshake(ctx context.Context, raw net.Conn, dialer bool, expect NodeID) (p *peer, err error) {
 	addr := remoteAddr(raw)
-	if n := m.hsInFlight.Add(1); n > m.hsMaxInFlight.Load() {
-		m.hsMaxInFlight.Store(n) // approximate high-water mark, for tests
+	n := m.hsInFlight.Add(1)
+	for { // high-water mark, for tests
+		hw := m.hsMaxInFlight.Load()
+		if n <= hw || m.hsMaxInFlight.CompareAndSwap(hw, n) {
+			break
+		}
 	}
 	pid := expect
 	defer func() {
@@ -105,7 +109,7 @@ func (m *Mesh) handshake(ctx context.Context, raw net.Conn, dialer bool, expect 
 	if dialer {
 		tc = tls.Client(raw, m.tlsConfig(true, expect))
 	} else {
-		tc = tls.Server(raw, m.tlsConfig(false, ""))
+		tc = tls.Server(raw, m.serverTLS)
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)

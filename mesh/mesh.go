@@ -47,8 +47,11 @@ type Nack struct {
 
 // Hint says where a node may be reached; it usually comes from discovery.
 type Hint struct {
-	ID    NodeID
-	Name  string
+	// ID is the node expected at Addrs; a node with another key is refused.
+	ID NodeID
+	// Name is informational (the peer announces its own name).
+	Name string
+	// Addrs are tried in order; IPv6 link-local addresses need their zone.
 	Addrs []netip.AddrPort
 }
 
@@ -94,16 +97,17 @@ const (
 // Mesh is one node's set of authenticated peer sessions. All methods are
 // safe for concurrent use.
 type Mesh struct {
-	cfg      Config
-	log      *slog.Logger
-	id       NodeID
-	meshID   [8]byte
-	instance [8]byte
-	cert     tls.Certificate
-	ln       net.Listener
-	ycfg     *yamux.Config
-	epoch    time.Time
-	hsSem    chan struct{}
+	cfg       Config
+	log       *slog.Logger
+	id        NodeID
+	meshID    [8]byte
+	instance  [8]byte
+	cert      tls.Certificate
+	serverTLS *tls.Config
+	ln        net.Listener
+	ycfg      *yamux.Config
+	epoch     time.Time
+	hsSem     chan struct{}
 
 	mu        sync.RWMutex
 	state     int
@@ -162,6 +166,7 @@ func New(cfg *Config) (*Mesh, error) {
 	}
 	copy(m.meshID[:], mid)
 	m.ycfg = m.yamuxConfig()
+	m.serverTLS = m.tlsConfig(false, "")
 	m.catFrame = appendFrame(nil, frameCatalog, encodeCatalog(Catalog{}))
 	for _, a := range c.StaticPeers {
 		m.targets["addr:"+a] = &target{key: "addr:" + a, static: true, addrs: []string{a}, wake: make(chan struct{}, 1)}
@@ -296,9 +301,12 @@ func (m *Mesh) shutdown() {
 		}
 	}
 	wait.Stop()
+	// In parallel: closing TLS may wait up to 5 s on a peer that is gone.
+	var closing sync.WaitGroup
 	for _, p := range peers {
-		p.close("shutdown")
+		closing.Go(func() { p.close("shutdown") })
 	}
+	closing.Wait()
 
 	m.goMu.Lock()
 	m.goClosed = true
