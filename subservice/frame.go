@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"unicode/utf8"
 )
 
 // ProtocolVersion is the version of the plugin protocol this package speaks.
@@ -253,8 +255,24 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 	return marshal(frameUnion(f))
 }
 
-// EncodeFrame returns f as one line of JSON ending in "\n".
+// EncodeFrame returns f as one line of JSON ending in "\n": the same bytes
+// as f.MarshalJSON, without HTML escaping, plus the newline. It fails when
+// f.Data is not valid JSON.
 func EncodeFrame(f *Frame) ([]byte, error) {
+	switch f.Op {
+	case OpSend, OpBroadcast, OpMessage:
+		// The hot ops, written directly: several times faster than
+		// encoding/json, byte for byte the same (FuzzEncodeFrameFast).
+		b, err := appendFrame(make([]byte, 0, 96+len(f.To)+len(f.From)+len(f.FromName)+len(f.Data)), f)
+		if err != nil {
+			return nil, fmt.Errorf("subservice: encode %s frame: %w", f.Op, err)
+		}
+		return append(b, '\n'), nil
+	}
+	return encodeGeneric(f)
+}
+
+func encodeGeneric(f *Frame) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -262,6 +280,92 @@ func EncodeFrame(f *Frame) ([]byte, error) {
 		return nil, fmt.Errorf("subservice: encode %s frame: %w", f.Op, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// appendFrame appends a send, broadcast or message frame to dst.
+func appendFrame(dst []byte, f *Frame) ([]byte, error) {
+	dst = append(dst, `{"op":`...)
+	dst = appendString(dst, f.Op)
+	switch f.Op {
+	case OpSend, OpBroadcast:
+		if f.ID != 0 {
+			dst = append(dst, `,"id":`...)
+			dst = strconv.AppendUint(dst, f.ID, 10)
+		}
+		if f.Op == OpSend {
+			dst = append(dst, `,"to":`...)
+			dst = appendString(dst, f.To)
+		}
+	case OpMessage:
+		dst = append(dst, `,"from":`...)
+		dst = appendString(dst, f.From)
+		dst = append(dst, `,"from_name":`...)
+		dst = appendString(dst, f.FromName)
+		dst = append(dst, `,"broadcast":`...)
+		dst = strconv.AppendBool(dst, f.Broadcast)
+	}
+	dst = append(dst, `,"data":`...)
+	buf := bytes.NewBuffer(dst)
+	if err := json.Compact(buf, rawOrNull(f.Data)); err != nil {
+		return nil, err
+	}
+	return append(buf.Bytes(), '}'), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string exactly as encoding/json does
+// without HTML escaping: control characters escaped, invalid UTF-8 replaced
+// by U+FFFD, U+2028 and U+2029 escaped.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // marshal is json.Marshal without HTML escaping, so that data is carried

@@ -271,3 +271,30 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeFrameFast checks that the hand-written encoding of the hot ops
+// is byte for byte what encoding/json writes.
+func FuzzEncodeFrameFast(f *testing.F) {
+	f.Add(uint8(0), uint64(7), "8b41e07c2d95f3a6b0c7d1e4f92a5c60", "bravo", true, []byte(`{"text": "hi <b>&"}`))
+	f.Add(uint8(1), uint64(0), "\x00\b\f\n\r\t\"\\\x7f", "\u2028\u2029\xff\xfe", false, []byte(` [1, "\u2028", null] `))
+	f.Add(uint8(2), uint64(1<<63), "é漢字🎉", "", true, []byte(``))
+	f.Fuzz(func(t *testing.T, op uint8, id uint64, s1, s2 string, b bool, data []byte) {
+		fr := &Frame{Op: []string{OpSend, OpBroadcast, OpMessage}[op%3], ID: id, To: s1, From: s1, FromName: s2, Broadcast: b, Data: data}
+		switch fr.Op {
+		case OpBroadcast:
+			fr.To, fr.From, fr.FromName, fr.Broadcast = "", "", "", false
+		case OpSend:
+			fr.From, fr.FromName, fr.Broadcast = "", "", false
+		case OpMessage:
+			fr.ID, fr.To = 0, ""
+		}
+		fast, err1 := EncodeFrame(fr)
+		slow, err2 := encodeGeneric(fr)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("fast error %v, encoding/json error %v", err1, err2)
+		}
+		if err1 == nil && !bytes.Equal(fast, slow) {
+			t.Fatalf("fast %q\njson %q", fast, slow)
+		}
+	})
+}
