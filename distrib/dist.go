@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -107,6 +108,7 @@ type Dist struct {
 	log     *slog.Logger
 	changes chan struct{}
 	kick    chan string
+	running atomic.Bool
 
 	mu    sync.RWMutex
 	files map[string]*distFile // valid archives by file name
@@ -384,6 +386,9 @@ func (d *Dist) changed() {
 // rescan catches anything missed. It returns ctx.Err() when ctx is done, or
 // an error if the folder cannot be watched.
 func (d *Dist) Run(ctx context.Context) error {
+	if !d.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("distrib: Dist.Run called twice for %s", d.dir)
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return wrap(err, "watch %s", d.dir)

@@ -155,7 +155,9 @@ func TestDistInitialScan(t *testing.T) {
 }
 
 func TestDistWatch(t *testing.T) {
-	f := startDist(t, DistConfig{}, nil)
+	// A long debounce: only sync processes events, so what the test sees
+	// does not depend on how fast the machine is.
+	f := startDist(t, DistConfig{Debounce: time.Hour}, nil)
 	priv := newKey(t)
 	data := tarGz(t, goodEnts("chat", "1.0.0"))
 
@@ -232,6 +234,20 @@ func TestDistWatch(t *testing.T) {
 	}
 	if !f.changed() {
 		t.Fatal("Changes not signalled on remove")
+	}
+}
+
+// TestDistDebounce lets the debounce timer, not a sync, pick a file up.
+func TestDistDebounce(t *testing.T) {
+	f := startDist(t, DistConfig{Debounce: 10 * time.Millisecond}, nil)
+	putAtomic(t, f.dir, "chat-1.0.0.tar.gz", tarGz(t, goodEnts("chat", "1.0.0")))
+	select {
+	case <-f.d.Changes():
+	case <-time.After(waitLimit):
+		t.Fatal("archive not picked up")
+	}
+	if e, _ := find(f.d.Index(), "chat-1.0.0.tar.gz"); e == nil {
+		t.Fatal("not indexed")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -143,7 +144,7 @@ func (f *fetchFix) fetch(sources []Source, opt FetchOptions) (string, []Progress
 		opt.TempDir = f.t.TempDir()
 	}
 	if opt.StallTimeout == 0 {
-		opt.StallTimeout = 500 * time.Millisecond
+		opt.StallTimeout = 5 * time.Second // healthy sources never get near it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -219,13 +220,20 @@ func TestFetchHashMismatchNextSource(t *testing.T) {
 func TestFetchStallResumes(t *testing.T) {
 	f := newFetchFix(t, nil, 600<<10)
 	half := len(f.data) / 2
-	_, _, err := f.fetch([]Source{f.faulty("stall", half), f.good}, FetchOptions{StallTimeout: 300 * time.Millisecond})
+	_, _, err := f.fetch([]Source{f.faulty("stall", half), f.good}, FetchOptions{StallTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Normally the resume is at exactly half; on a very loaded machine the
+	// stall timer may fire before all of the first half was read.
 	r := f.log.get()
-	if len(r) != 1 || r[0] != "bytes="+itoa(half)+"-" {
-		t.Fatalf("good source saw ranges %q, want a resume at %d", r, half)
+	var off int
+	if len(r) != 1 || !strings.HasPrefix(r[0], "bytes=") {
+		t.Fatalf("good source saw ranges %q, want one resume", r)
+	}
+	fmt.Sscanf(r[0], "bytes=%d-", &off)
+	if off <= 0 || off > half {
+		t.Fatalf("resumed at %q, want a range starting in (0, %d]", r[0], half)
 	}
 }
 
