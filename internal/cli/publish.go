@@ -111,9 +111,8 @@ Examples:
 		},
 	})
 
-	var remove bool
 	register(&command{
-		name: "trust", args: "[NAME [SIGNER]]", short: "show or change the publisher keys pinned per plugin",
+		name: "trust", args: "[pin NAME SIGNER | unpin NAME]", short: "show or change the publisher keys pinned per plugin",
 		long: `
 A plugin fetched from a peer is installed only if its signature verifies
 against the key pinned for its name. The key is pinned on first install;
@@ -121,16 +120,15 @@ later versions signed by another key are refused. Use this command when a
 publisher really changed keys, or to pin a key before the first install.
 
 Examples:
-  nearby trust                      # list the pins
-  nearby trust chat                 # show the pin for chat
-  nearby trust chat ed25519:AbC...  # pin (or re-pin) chat to this key
-  nearby trust chat --remove        # forget the pin; the next install pins again
+  nearby trust                          # list the pins
+  nearby trust pin chat ed25519:AbC...  # pin (or re-pin) chat to this key
+  nearby trust unpin chat               # forget the pin; the next install pins again
 `,
-		flags: func(fs *flag.FlagSet) { fs.BoolVar(&remove, "remove", false, "remove the pin for NAME") },
 		run: func(ctx context.Context, env *Env, fs *flag.FlagSet) error {
 			c := env.Client()
+			args := fs.Args()
 			switch {
-			case fs.NArg() == 0 && !remove:
+			case len(args) == 0:
 				var pins map[string]string
 				if err := c.Get(ctx, "/v1/trust", &pins); err != nil {
 					return err
@@ -149,26 +147,12 @@ Examples:
 					fmt.Fprintf(tw, "%s\t%s\n", n, pins[n])
 				}
 				return tw.Flush()
-			case fs.NArg() == 1 && !remove:
-				var pins map[string]string
-				if err := c.Get(ctx, "/v1/trust", &pins); err != nil {
-					return err
-				}
-				s, ok := pins[fs.Arg(0)]
-				if !ok {
-					return fmt.Errorf("no key pinned for %s", fs.Arg(0))
-				}
-				if env.JSON {
-					return env.PrintJSON(map[string]string{fs.Arg(0): s})
-				}
-				fmt.Fprintln(env.Stdout, s)
-				return nil
-			case fs.NArg() == 1 && remove:
-				return postResult(ctx, env, "/v1/trust", control.TrustRequest{Name: fs.Arg(0), Remove: true})
-			case fs.NArg() == 2 && !remove:
-				return postResult(ctx, env, "/v1/trust", control.TrustRequest{Name: fs.Arg(0), Signer: fs.Arg(1)})
+			case len(args) == 2 && args[0] == "unpin":
+				return postResult(ctx, env, "/v1/trust", control.TrustRequest{Name: args[1], Remove: true})
+			case len(args) == 3 && args[0] == "pin":
+				return postResult(ctx, env, "/v1/trust", control.TrustRequest{Name: args[1], Signer: args[2]})
 			}
-			return usagef("want [NAME [SIGNER]] or NAME --remove")
+			return usagef("want no arguments, `pin NAME SIGNER` or `unpin NAME`")
 		},
 	})
 }

@@ -225,3 +225,16 @@ func (c *cluster) fullMesh(nodes []*node) error {
 	}
 	return nil
 }
+
+// decodeNDJSON decodes newline-delimited JSON.
+func decodeNDJSON[T any](s string, out *[]T) error {
+	dec := json.NewDecoder(strings.NewReader(s))
+	for dec.More() {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("bad NDJSON: %v\n%s", err, tailStr(s, 2000))
+		}
+		*out = append(*out, v)
+	}
+	return nil
+}

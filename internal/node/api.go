@@ -287,7 +287,7 @@ func fetchHint(err error) string {
 	case errors.Is(err, ErrNotFound):
 		return "`nearby ls` lists what the mesh offers"
 	case errors.Is(err, distrib.ErrUntrustedSigner):
-		return "the publisher key differs from the one pinned at first install; if the publisher really changed keys, run `nearby trust NAME SIGNER`"
+		return "the publisher key differs from the one pinned at first install; if the publisher really changed keys, run `nearby trust pin NAME SIGNER` (or `nearby trust unpin NAME`)"
 	case errors.Is(err, distrib.ErrUnsigned):
 		return "ask the publisher to sign it: `nearby pack DIR --sign`"
 	case errors.Is(err, distrib.ErrDowngrade):

@@ -102,7 +102,7 @@ func newNode(cfg Config) (*Node, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = ":0"
 	}
-	for _, d := range []string{cfg.StateDir, cfg.DistDir} {
+	for _, d := range []string{cfg.StateDir, cfg.DistDir, filepath.Join(cfg.StateDir, "tmp")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}

@@ -197,7 +197,7 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 				s.untrack(mid, "")
 			}
 			switch {
-			case errors.Is(err, ErrNoPeer):
+			case errors.Is(err, ErrNoPeer) || !s.knownPeer(f.To):
 				fail(subservice.CodeNoPeer, fmt.Sprintf("node %s is not connected", f.To))
 			case errors.Is(err, ErrQueueFull):
 				fail(subservice.CodeQueueFull, fmt.Sprintf("the queue to node %s is full; message not sent", f.To))
@@ -223,6 +223,14 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 	default:
 		fail(subservice.CodeBadFrame, fmt.Sprintf("unknown op %q", f.Op))
 	}
+}
+
+// knownPeer reports whether id is in the peer table (from PeerEvent).
+func (s *Supervisor) knownPeer(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.peers[id]
+	return ok
 }
 
 // writeLoop writes inst's queued frames to c in batches. A plugin that does

@@ -476,9 +476,11 @@ func helperMain(mode string) int {
 		}()
 		io.Copy(pc, node)
 		return 3
-	case "echo", "stubborn", "spawner", "hello":
+	case "echo", "stubborn", "spawner", "hello", "cling":
 	case "blast":
 		return helperBlast()
+	case "node":
+		return helperNode()
 	case "count":
 		return helperCount()
 	default:
@@ -493,8 +495,12 @@ func helperMain(mode string) int {
 		fmt.Fprintln(os.Stderr, "helper: connect:", err)
 		return 4
 	}
-	if mode == "hello" {
+	switch mode {
+	case "hello":
 		<-p.Done()
+		return 0
+	case "cling": // outlives its connection
+		time.Sleep(time.Hour)
 		return 0
 	}
 	welcome := map[string]any{
@@ -540,6 +546,34 @@ func helperMain(mode string) int {
 			}
 		}
 	}
+}
+
+// helperNode is a node of its own: it runs a Supervisor with one plugin,
+// prints "pid N" for that plugin, and waits to be killed.
+func helperNode() int {
+	dir := os.Getenv("SUPTEST_DIR")
+	r := &loopRouter{net: newLoopNet(), self: Peer{ID: "mini000000000000", Name: "mini"}}
+	sv, err := New(Config{SocketPath: filepath.Join(dir, "mini.sock"), Router: r})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 7
+	}
+	go sv.Run(context.Background())
+	exe, _ := os.Executable()
+	err = sv.Start(Spec{Name: "orphan", Version: "1.0.0", Dir: dir, Argv: []string{exe, "-test.run=^TestHelperProcess$"},
+		Env: []string{"SUPTEST_MODE=cling", "GORACE=atexit_sleep_ms=0"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 8
+	}
+	for i := 0; i < 3000; i++ {
+		if st, _ := sv.Status("orphan"); st.State == StateRunning {
+			fmt.Printf("pid %d\n", st.PID)
+			select {}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return 9
 }
 
 func mustGetwd() string {

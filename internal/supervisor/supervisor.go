@@ -63,7 +63,8 @@ type Router interface {
 	// Send sends payload (one JSON value) to subservice on node to. A
 	// non-zero id asks the remote to refuse it with a Nack(subservice, id,
 	// ...) on this node if it cannot deliver it. It returns an error
-	// wrapping ErrNoPeer or ErrQueueFull in those cases.
+	// wrapping ErrNoPeer or ErrQueueFull in those cases (an error for a
+	// node missing from the PeerEvent table also counts as no-peer).
 	Send(to, subservice string, payload []byte, id uint64) error
 	// Broadcast sends payload to subservice on every other node and returns
 	// the number of nodes it was sent to.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -417,6 +418,11 @@ func TestNackRoutedToSender(t *testing.T) {
 	if e := p1.expectError(subservice.CodeSendFailed, 61); !strings.Contains(e.Message, "cable cut") {
 		t.Errorf("send-failed frame %+v", e)
 	}
+	// A Router error that does not wrap ErrNoPeer, for a node that is not
+	// in the peer table, is still no-peer.
+	a.router.sendHook = func(string, string, []byte, uint64) (bool, error) { return true, errors.New("mesh: peer not connected") }
+	p1.sendf(`{"op":"send","id":62,"to":"gone000000000000","data":9}`)
+	p1.expectError(subservice.CodeNoPeer, 62)
 }
 
 func TestFloodBackpressure(t *testing.T) {
@@ -778,6 +784,36 @@ func TestRunExitStopsEverything(t *testing.T) {
 	if log, _ := os.ReadFile(a.sv.LogPath("stubborn")); !strings.Contains(string(log), "signal: killed") {
 		t.Errorf("stubborn was not killed after the grace: %s", log)
 	}
+}
+
+// TestNodeDeathKillsPlugins kills a node with SIGKILL, so that it cannot
+// stop its plugins: the parent-death signal must take them down.
+func TestNodeDeathKillsPlugins(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := exec.Command(exe, "-test.run=^TestHelperProcess$")
+	node.Env = append(os.Environ(), "SUPTEST_MODE=node", "SUPTEST_DIR="+shortDir(t), "GORACE=atexit_sleep_ms=0")
+	out, err := node.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Stderr = os.Stderr
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer node.Process.Kill()
+	var pid int
+	if _, err := fmt.Fscanf(out, "pid %d\n", &pid); err != nil {
+		t.Fatalf("mini node: %v", err)
+	}
+	if !alive(pid) {
+		t.Fatal("plugin not running")
+	}
+	node.Process.Kill()
+	node.Wait()
+	waitFor(t, "orphaned plugin killed", func() bool { return !alive(pid) })
 }
 
 func TestRestartIntoNewVersion(t *testing.T) {
