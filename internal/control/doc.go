@@ -16,6 +16,7 @@
 //	POST /v1/fetch     FetchRequest -> NDJSON stream of Event (progress), ending in a "result" event
 //	POST /v1/run       FetchRequest -> NDJSON stream like fetch, then the plugin starts
 //	POST /v1/stop      NameRequest  -> Result
+//	POST /v1/click     ClickRequest -> Result: a tray click on a plugin's menu item
 //	POST /v1/publish   PublishRequest -> Result
 //	GET  /v1/trust                  map of plugin name to pinned signer
 //	POST /v1/trust     TrustRequest -> Result

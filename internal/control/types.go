@@ -201,3 +201,9 @@ type Discovered struct {
 	FirstSeen   time.Time `json:"first_seen"`
 	LastSeen    time.Time `json:"last_seen"`
 }
+
+// ClickRequest is a click on a menu item a plugin put in the tray.
+type ClickRequest struct {
+	Plugin string `json:"plugin"`
+	Item   string `json:"item"`
+}

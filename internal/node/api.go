@@ -54,6 +54,7 @@ func (n *Node) api() http.Handler {
 	mux.HandleFunc("POST /v1/run", n.handleFetch)
 	mux.HandleFunc("POST /v1/stop", n.handleStop)
 	mux.HandleFunc("POST /v1/publish", n.handlePublish)
+	mux.HandleFunc("POST /v1/click", n.handleClick)
 	mux.HandleFunc("GET /v1/trust", n.handleTrustList)
 	mux.HandleFunc("POST /v1/trust", n.handleTrust)
 	return mux
@@ -346,4 +347,17 @@ func (n *Node) handleTrust(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	control.WriteJSON(w, 200, control.Result{OK: true, Name: req.Name, Message: "pinned " + req.Name + " to " + req.Signer})
+}
+
+func (n *Node) handleClick(w http.ResponseWriter, r *http.Request) {
+	var req control.ClickRequest
+	if err := control.ReadJSON(r, &req); err != nil {
+		control.WriteError(w, 400, err, "")
+		return
+	}
+	if err := n.sup.Click(req.Plugin, req.Item); err != nil {
+		control.WriteError(w, 404, err, "`nearby ps --json` shows each running plugin's menu")
+		return
+	}
+	control.WriteJSON(w, 200, control.Result{OK: true, Name: req.Plugin, Message: "clicked " + req.Item})
 }
