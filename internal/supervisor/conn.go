@@ -197,10 +197,10 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 				s.untrack(mid, "")
 			}
 			switch {
-			case errors.Is(err, ErrNoPeer) || !s.knownPeer(f.To):
-				fail(subservice.CodeNoPeer, fmt.Sprintf("node %s is not connected", f.To))
 			case errors.Is(err, ErrQueueFull):
 				fail(subservice.CodeQueueFull, fmt.Sprintf("the queue to node %s is full; message not sent", f.To))
+			case errors.Is(err, ErrNoPeer) || !s.knownPeer(f.To):
+				fail(subservice.CodeNoPeer, fmt.Sprintf("node %s is not connected", f.To))
 			default:
 				fail(subservice.CodeSendFailed, err.Error())
 			}

@@ -420,7 +420,9 @@ func TestNackRoutedToSender(t *testing.T) {
 	}
 	// A Router error that does not wrap ErrNoPeer, for a node that is not
 	// in the peer table, is still no-peer.
-	a.router.sendHook = func(string, string, []byte, uint64) (bool, error) { return true, errors.New("mesh: peer not connected") }
+	a.router.sendHook = func(string, string, []byte, uint64) (bool, error) {
+		return true, errors.New("mesh: peer not connected")
+	}
 	p1.sendf(`{"op":"send","id":62,"to":"gone000000000000","data":9}`)
 	p1.expectError(subservice.CodeNoPeer, 62)
 }
