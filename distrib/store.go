@@ -40,7 +40,8 @@ const (
 //
 // A version directory appears only by renaming a complete, verified tree
 // into place, and state.json is replaced atomically, so a crash at any
-// point leaves either the old or the new version current. Methods are safe
+// point leaves either the old or the new version current (docs/SECURITY.md
+// says what is and is not fsynced). Methods are safe
 // for concurrent use; one process should own the directory.
 type Store struct {
 	dir       string
