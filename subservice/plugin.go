@@ -89,6 +89,9 @@ const (
 // "dropped" error once it reads again). Events, Errors and Clicks never
 // block that goroutine: when one of them is full, new values for it are
 // discarded. Peers is kept current either way.
+//
+// Frames to the node are queued and written by one goroutine, as many per
+// write as have accumulated; Close writes what is still queued.
 type Plugin struct {
 	conn    net.Conn
 	lr      *LineReader
@@ -365,8 +368,9 @@ func (p *Plugin) Err() error {
 
 // Send sends data, marshalled as JSON, to this subservice on the node with
 // id to. It returns the frame's id: an Error with that ID arrives on Errors
-// if the node or the remote refuses the message later. Send blocks while
-// the node is not reading (backpressure).
+// if the node or the remote refuses the message later. Send returns once
+// the frame is queued for the socket; when 1 MiB is already waiting because
+// the node is not reading (backpressure), it blocks until there is room.
 func (p *Plugin) Send(to string, data any) (uint64, error) {
 	if to == "" {
 		return 0, fmt.Errorf("subservice: send: empty node id")
