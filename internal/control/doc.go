@@ -7,6 +7,7 @@
 //	GET  /v1/status                 Status
 //	GET  /v1/peers                  []Peer
 //	GET  /v1/discovered             []Discovered: nodes seen over mDNS
+//	GET  /v1/clock                  []PeerClock: clock offsets of the peers
 //	GET  /v1/ls?pre=1               Listing: every subservice on the mesh
 //	GET  /v1/ps                     []Plugin
 //	GET  /v1/logs/{name}?tail=N     text/plain, the plugin's captured output

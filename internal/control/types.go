@@ -207,3 +207,12 @@ type ClickRequest struct {
 	Plugin string `json:"plugin"`
 	Item   string `json:"item"`
 }
+
+// PeerClock is how far a peer's clock is from ours, as in GET /v1/clock
+// (from the Date header of the peer's dist server, so to about a second).
+type PeerClock struct {
+	ID            string  `json:"id"`
+	Name          string  `json:"name"`
+	OffsetSeconds float64 `json:"offset_s"`
+	Error         string  `json:"error,omitempty"`
+}

@@ -1,13 +1,16 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nearbymesh/nearby/distrib"
@@ -19,10 +22,8 @@ import (
 // meshURL is the base URL of a peer's dist folder, served over mesh streams.
 func meshURL(id mesh.NodeID) string { return "http://" + string(id) + ".http/" }
 
-func removeFetched(path string) {
-	os.Remove(path)
-	os.Remove(path + ".sig")
-}
+// removeFetched removes the temporary directory distrib.Fetch made.
+func removeFetched(path string) { os.RemoveAll(filepath.Dir(path)) }
 
 // api is the control API handler (see package control for the endpoints).
 func (n *Node) api() http.Handler {
@@ -55,6 +56,7 @@ func (n *Node) api() http.Handler {
 	mux.HandleFunc("POST /v1/stop", n.handleStop)
 	mux.HandleFunc("POST /v1/publish", n.handlePublish)
 	mux.HandleFunc("POST /v1/click", n.handleClick)
+	mux.HandleFunc("GET /v1/clock", n.handleClock)
 	mux.HandleFunc("GET /v1/trust", n.handleTrustList)
 	mux.HandleFunc("POST /v1/trust", n.handleTrust)
 	return mux
@@ -360,4 +362,37 @@ func (n *Node) handleClick(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	control.WriteJSON(w, 200, control.Result{OK: true, Name: req.Plugin, Message: "clicked " + req.Item})
+}
+
+// handleClock asks every peer's dist server for its index and compares the
+// answer's Date header with our clock, halfway through the round trip.
+func (n *Node) handleClock(w http.ResponseWriter, r *http.Request) {
+	peers := n.mesh.Peers()
+	out := make([]control.PeerClock, len(peers))
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		out[i] = control.PeerClock{ID: string(p.ID), Name: p.Name}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodHead, meshURL(p.ID)+"index.json", nil)
+			t0 := time.Now()
+			resp, err := n.httpc.Do(req)
+			if err != nil {
+				out[i].Error = err.Error()
+				return
+			}
+			resp.Body.Close()
+			mid := t0.Add(time.Since(t0) / 2)
+			d, err := http.ParseTime(resp.Header.Get("Date"))
+			if err != nil {
+				out[i].Error = "no Date header"
+				return
+			}
+			// Date has 1 s resolution: compare with our clock truncated alike.
+			out[i].OffsetSeconds = d.Sub(mid.Truncate(time.Second)).Seconds()
+		})
+	}
+	wg.Wait()
+	control.WriteJSON(w, 200, out)
 }

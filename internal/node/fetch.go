@@ -141,7 +141,6 @@ func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, pr
 		defer removeFetched(path)
 		origin, from = string(holders[0].node), holders[0].nodeName
 	}
-	before, _ := n.trust.Get(req.Name)
 	inst, err := n.store.Install(path, distrib.InstallOptions{
 		AllowDowngrade: req.Downgrade,
 		Trust:          n.trust,
@@ -151,9 +150,9 @@ func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, pr
 		return nil, fmt.Errorf("install %s %s: %w", want.Name, want.Version, err)
 	}
 	res := &fetchResult{inst: inst, fetched: true, from: from}
-	if after, ok := n.trust.Get(req.Name); ok && before == "" {
-		res.pinned = after
-		n.log.Info("pinned publisher key on first install", "plugin", req.Name, "signer", after)
+	if inst.NewPin {
+		res.pinned = inst.Signer
+		n.log.Info("pinned publisher key on first install", "plugin", req.Name, "signer", inst.Signer)
 	}
 	n.log.Info("installed", "plugin", inst.Name, "version", inst.Version, "from", from)
 	n.hub.publish(control.Event{Type: control.EventInstall, Message: fmt.Sprintf("%s %s installed from %s", inst.Name, inst.Version, from)})
