@@ -231,7 +231,7 @@ func (s *Supervisor) spawn(p *plugin, path string, restart bool) (*instance, err
 		// Own process group, so Stop reaches the plugin's children; SIGKILL
 		// if the node dies (Pdeathsig follows the thread that forked, hence
 		// LockOSThread around Start).
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		SysProcAttr: sysProcAttr(),
 	}
 	s.mu.Lock()
 	s.tokens[token] = inst
