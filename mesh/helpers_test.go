@@ -34,9 +34,9 @@ type node struct {
 	t      testing.TB
 	events <-chan Event
 	cancel context.CancelFunc
-	runErr chan error
-	logs   *syncBuffer
-	once   sync.Once
+	runDone chan struct{}
+	runErr  error // valid once runDone is closed
+	logs    *syncBuffer
 
 	got chan Message
 }
@@ -82,7 +82,7 @@ func startNode(t testing.TB, cfg *Config) *node {
 	if cfg == nil {
 		cfg = testConfig(t, testKey)
 	}
-	n := &node{t: t, runErr: make(chan error, 1), logs: &syncBuffer{}, got: make(chan Message, 100000)}
+	n := &node{t: t, runDone: make(chan struct{}), logs: &syncBuffer{}, got: make(chan Message, 100000)}
 	if cfg.OnMessage == nil {
 		cfg.OnMessage = func(msg Message) error {
 			n.got <- msg
@@ -98,7 +98,10 @@ func startNode(t testing.TB, cfg *Config) *node {
 	n.events, _ = m.Subscribe(10000)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	go func() { n.runErr <- m.Run(ctx) }()
+	go func() {
+		n.runErr = m.Run(ctx)
+		close(n.runDone)
+	}()
 	t.Cleanup(func() {
 		n.stop()
 		if t.Failed() && os.Getenv("MESH_TEST_LOGS") != "" {
@@ -110,14 +113,17 @@ func startNode(t testing.TB, cfg *Config) *node {
 
 // stop closes the node and waits for Run to return.
 func (n *node) stop() {
-	n.once.Do(func() {
-		n.cancel()
-		select {
-		case <-n.runErr:
-		case <-time.After(wait):
-			n.t.Errorf("node %s: Run did not return", n.ID().Short())
-		}
-	})
+	n.cancel()
+	n.waitRun()
+}
+
+// waitRun waits for Run to return.
+func (n *node) waitRun() {
+	select {
+	case <-n.runDone:
+	case <-time.After(wait):
+		n.t.Errorf("node %s: Run did not return", n.ID().Short())
+	}
 }
 
 func (n *node) hint(o *node) {

@@ -317,6 +317,9 @@ func TestByeOnClose(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if b.waitRun(); b.runErr != nil {
+		t.Errorf("Run returned %v after Close, want nil", b.runErr)
+	}
 	ev := a.waitDown(b.ID())
 	if ev.Reason != "bye" {
 		t.Errorf("peer-down reason %q, want bye", ev.Reason)
@@ -403,6 +406,9 @@ func TestStaticPeerRedialledAfterRestart(t *testing.T) {
 	a.waitUp(b.ID())
 	b.waitUp(a.ID())
 	b.stop()
+	if !errors.Is(b.runErr, context.Canceled) {
+		t.Errorf("Run returned %v after cancel, want context.Canceled", b.runErr)
+	}
 	if ev := a.waitDown(b.ID()); ev.Reason != "bye" {
 		t.Errorf("reason %q", ev.Reason)
 	}
