@@ -70,6 +70,11 @@ type Manifest struct {
 	Protocol int `json:"protocol"`
 	// Label is the menu label (optional; the name is shown otherwise).
 	Label string `json:"label,omitempty"`
+	// Subservice is the name the plugin speaks under on the mesh: messages
+	// go to, and come from, plugins with the same subservice on other
+	// nodes. Optional; it defaults to Name. Two implementations of one
+	// protocol (say a Go and a Python chat) share a subservice.
+	Subservice string `json:"subservice,omitempty"`
 	// Sessions tunes hosted mode; it is only allowed with ModeHosted.
 	Sessions *SessionLimits `json:"sessions,omitempty"`
 }
@@ -87,6 +92,15 @@ type SessionLimits struct {
 	OutputBuffer int `json:"output_buffer,omitempty"`
 }
 
+// SubserviceName returns the subservice the plugin speaks under: Subservice,
+// or Name when that is empty.
+func (m *Manifest) SubserviceName() string {
+	if m.Subservice != "" {
+		return m.Subservice
+	}
+	return m.Name
+}
+
 // Idle returns IdleTimeout parsed; 0 if unset. Validate has checked it.
 func (s *SessionLimits) Idle() time.Duration {
 	if s == nil || s.IdleTimeout == "" {
@@ -97,7 +111,7 @@ func (s *SessionLimits) Idle() time.Duration {
 }
 
 var (
-	manifestKeys = []string{"name", "version", "description", "command", "commands", "mode", "protocol", "label", "sessions"}
+	manifestKeys = []string{"name", "version", "description", "command", "commands", "mode", "protocol", "label", "subservice", "sessions"}
 	sessionKeys  = []string{"max_sessions", "idle_timeout", "output_buffer"}
 )
 
@@ -206,6 +220,11 @@ func (m *Manifest) Validate() error {
 	}
 	if err := ValidName(m.Name); err != nil {
 		return bad("name: %v", err)
+	}
+	if m.Subservice != "" {
+		if err := ValidName(m.Subservice); err != nil {
+			return bad("subservice: %v", err)
+		}
 	}
 	if _, err := ParseVersion(m.Version); err != nil {
 		return bad("version: %v", err)

@@ -183,7 +183,8 @@ func (n *Node) start(inst *distrib.Installed) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("%s %s: the manifest has no command for %s", inst.Name, inst.Version, runtime.GOOS)
 	}
-	return n.sup.Start(supervisor.Spec{Name: inst.Name, Version: inst.Version, Dir: inst.Dir, Argv: argv})
+	return n.sup.Start(supervisor.Spec{Name: inst.Name, Subservice: inst.Manifest.SubserviceName(),
+		Version: inst.Version, Dir: inst.Dir, Argv: argv})
 }
 
 // autoUpdate upgrades every running plugin for which the mesh offers a

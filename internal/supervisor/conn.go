@@ -143,7 +143,7 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 		Op:         subservice.OpWelcome,
 		Protocol:   subservice.ProtocolVersion,
 		Node:       &self,
-		Subservice: p.name,
+		Subservice: p.sub,
 		Version:    p.spec.Version,
 		Peers:      peers,
 		MaxLine:    s.cfg.MaxLine,
@@ -167,7 +167,7 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 // handle acts on one frame from a welcomed plugin. The subservice is always
 // the instance's own, never taken from the frame.
 func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
-	name := inst.p.name
+	name := inst.p.sub
 	fail := func(code, msg string) {
 		s.reply(c, inst, &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: code, Message: msg, To: f.To})
 	}

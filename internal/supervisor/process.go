@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -35,6 +36,7 @@ const defaultPath = "/usr/local/bin:/usr/bin:/bin"
 // Supervisor.mu.
 type plugin struct {
 	name string
+	sub  string // the subservice it speaks under: spec.Subservice or name
 	spec Spec
 
 	state    State      // (mu)
@@ -55,6 +57,7 @@ type plugin struct {
 func newPlugin(spec Spec) *plugin {
 	return &plugin{
 		name:  spec.Name,
+		sub:   cmp.Or(spec.Subservice, spec.Name),
 		spec:  spec,
 		state: StateStarting,
 		since: time.Now(),
@@ -198,7 +201,7 @@ func (s *Supervisor) environ(spec Spec, token string, self Peer) []string {
 		subservice.EnvToken+"="+token,
 		subservice.EnvNodeID+"="+self.ID,
 		subservice.EnvNodeName+"="+self.Name,
-		subservice.EnvSubservice+"="+spec.Name,
+		subservice.EnvSubservice+"="+cmp.Or(spec.Subservice, spec.Name),
 		subservice.EnvVersion+"="+spec.Version,
 	)
 }

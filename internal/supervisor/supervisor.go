@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,8 +74,13 @@ type Router interface {
 
 // Spec says how to run one plugin version.
 type Spec struct {
-	// Name is the subservice name, lowercase [a-z][a-z0-9]*(-[a-z][a-z0-9]*)*.
+	// Name is the plugin name, lowercase [a-z][a-z0-9]*(-[a-z][a-z0-9]*)*.
+	// There is one instance per name.
 	Name string
+	// Subservice is the name the plugin speaks under on the mesh (same
+	// form); "" means Name. Several plugins may share one: a message for it
+	// reaches each of them.
+	Subservice string
 	// Version is the plugin version (semver, not interpreted here).
 	Version string
 	// Dir is the absolute install directory; the plugin runs in it.
@@ -400,6 +406,8 @@ func validateSpec(spec Spec) error {
 	switch {
 	case len(spec.Name) > 64 || !nameRE.MatchString(spec.Name):
 		return fmt.Errorf("%w: name %q is not lowercase [a-z][a-z0-9]*(-[a-z][a-z0-9]*)*", ErrBadSpec, spec.Name)
+	case spec.Subservice != "" && (len(spec.Subservice) > 64 || !nameRE.MatchString(spec.Subservice)):
+		return fmt.Errorf("%w: %s: subservice %q is not lowercase [a-z][a-z0-9]*(-[a-z][a-z0-9]*)*", ErrBadSpec, spec.Name, spec.Subservice)
 	case spec.Version == "" || len(spec.Version) > 128 || strings.ContainsAny(spec.Version, " \t\r\n/"):
 		return fmt.Errorf("%w: %s: bad version %q", ErrBadSpec, spec.Name, spec.Version)
 	case !filepath.IsAbs(spec.Dir):
@@ -598,9 +606,9 @@ func (s *Supervisor) emit(p *plugin) {
 	}
 }
 
-// Deliver hands a message from the mesh to the local instance of
-// subservice. It never blocks: it returns an error wrapping ErrNotRunning
-// when no instance runs it (the wiring answers with a Nack), ErrQueueFull
+// Deliver hands a message from the mesh to every local plugin that speaks
+// subservice (usually one). It never blocks: it returns an error wrapping
+// ErrNotRunning when no instance runs it (the wiring answers with a Nack), ErrQueueFull
 // when the plugin's queue is full (the message is dropped and counted), or
 // ErrBadPayload when payload is not one JSON value of at most MaxLine bytes.
 func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast bool) error {
@@ -613,11 +621,25 @@ func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast b
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.plugins[name]
-	if p == nil || p.cur == nil || p.cur.gone {
-		return fmt.Errorf("%w: %s", ErrNotRunning, name)
+	var delivered int
+	var firstErr error
+	for _, p := range s.plugins {
+		if p.sub != name || p.cur == nil || p.cur.gone {
+			continue
+		}
+		if err := s.push(p.cur, line); err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		delivered++
 	}
-	return s.push(p.cur, line)
+	if delivered > 0 {
+		return nil
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	return fmt.Errorf("%w: %s", ErrNotRunning, name)
 }
 
 // push queues a frame for inst. s.mu must be held.
@@ -665,7 +687,7 @@ func (s *Supervisor) untrack(id uint64, name string) (pending, bool) {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	p, ok := s.pend[id]
-	if !ok || (name != "" && p.inst.p.name != name) {
+	if !ok || (name != "" && p.inst.p.sub != name) {
 		return pending{}, false
 	}
 	delete(s.pend, id)

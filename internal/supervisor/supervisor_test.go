@@ -993,3 +993,32 @@ func heapInUse() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse
 }
+
+// TestSharedSubservice: two plugins that speak one subservice (say a Go and
+// a Python chat) each get a message for it, and speak under it.
+func TestSharedSubservice(t *testing.T) {
+	m := newMesh(t)
+	a := m.node("alpha", nil)
+	rep := "SUPTEST_REPORT=" + m.rec.peer.ID
+	for _, name := range []string{"chat-one", "chat-two"} {
+		spec := helperSpec(t, name, "echo", rep)
+		spec.Subservice = "chat"
+		if err := a.sv.Start(spec); err != nil {
+			t.Fatal(err)
+		}
+		a.waitState(t, name, StateRunning)
+	}
+	if err := a.sv.Deliver(m.rec.peer, "chat-one", []byte(`1`), false); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Deliver to a plugin name that is not a subservice: %v", err)
+	}
+	if err := a.sv.Deliver(m.rec.peer, "chat", []byte(`{"n": 7}`), false); err != nil {
+		t.Fatal(err)
+	}
+	isReply := func(r recMsg) bool { return r.From == a.peer && r.Sub == "chat" && r.Data["reply"] != nil }
+	m.rec.expectEach(t, "a reply from each plugin", isReply, isReply)
+	bad := helperSpec(t, "chat-three", "echo")
+	bad.Subservice = "Not A Name"
+	if err := a.sv.Start(bad); !errors.Is(err, ErrBadSpec) {
+		t.Errorf("bad subservice name: %v", err)
+	}
+}
