@@ -431,7 +431,14 @@ func (r *router) Peers() []supervisor.Peer {
 }
 
 func (r *router) Send(to, sub string, payload []byte, id uint64) error {
-	return r.m.Send(mesh.NodeID(to), sub, payload, id)
+	err := r.m.Send(mesh.NodeID(to), sub, payload, id)
+	switch {
+	case errors.Is(err, mesh.ErrQueueFull):
+		return fmt.Errorf("%w: %w", supervisor.ErrQueueFull, err)
+	case errors.Is(err, mesh.ErrNoPeer):
+		return fmt.Errorf("%w: %w", supervisor.ErrNoPeer, err)
+	}
+	return err
 }
 
 func (r *router) Broadcast(sub string, payload []byte) int {
