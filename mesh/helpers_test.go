@@ -31,9 +31,9 @@ var testKey = func() Key {
 // node is a running mesh in a test.
 type node struct {
 	*Mesh
-	t      testing.TB
-	events <-chan Event
-	cancel context.CancelFunc
+	t       testing.TB
+	events  <-chan Event
+	cancel  context.CancelFunc
 	runDone chan struct{}
 	runErr  error // valid once runDone is closed
 	logs    *syncBuffer
