@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -314,6 +312,3 @@ func (p *proxy) close() {
 }
 
 func seqPayload(i int) []byte { return []byte(fmt.Sprintf("msg-%06d", i)) }
-
-var _ = io.EOF
-var _ = strings.Contains
