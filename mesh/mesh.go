@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -507,7 +508,9 @@ func reasonFor(err error) string {
 	case errors.Is(err, io.EOF), errors.Is(err, yamux.ErrSessionShutdown),
 		errors.Is(err, yamux.ErrStreamClosed), errors.Is(err, net.ErrClosed):
 		return "connection closed"
-	case errors.Is(err, yamux.ErrConnectionReset):
+	case errors.Is(err, syscall.EPIPE):
+		return "connection closed (broken pipe)"
+	case errors.Is(err, yamux.ErrConnectionReset), errors.Is(err, syscall.ECONNRESET):
 		return "connection reset"
 	}
 	return err.Error()
