@@ -255,6 +255,15 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	window := min(time.Second, s.cfg.BrowseInterval)
 	var updateC <-chan time.Time // armed while an update waits for UpdateInterval
+	// Windows overlap: the next browse starts listening before the previous
+	// one is cancelled, so no announcement falls between two windows (a new
+	// node is mostly heard through its own announcements, not our queries).
+	var b *browser
+	defer func() {
+		if b != nil {
+			b.stop(s.log, take)
+		}
+	}()
 	for {
 		if err := netsafe.CheckIfRequired(); err != nil {
 			return err
@@ -264,10 +273,15 @@ func (s *Service) Run(ctx context.Context) error {
 			regErr  error // a re-registration's netsafe failure
 		)
 		f.zone = zoneOf(adv.net.ifaces)
-		b, err := startBrowse(ctx, adv.net.ifaces)
+		nb, err := startBrowse(ctx, adv.net.ifaces)
+		if b != nil {
+			b.stop(s.log, take)
+			b = nil
+		}
 		if err != nil {
 			s.log.Debug("mdns browse not started", "err", err)
 		} else {
+			b = nb
 			s.browses.Add(1)
 			entries = b.entries
 		}
@@ -296,21 +310,12 @@ func (s *Service) Run(ctx context.Context) error {
 				adv, regErr = s.applyUpdate(adv)
 			case <-ctx.Done():
 				t.Stop()
-				if b != nil {
-					b.stop(s.log, take)
-				}
 				return ctx.Err()
 			}
 			if regErr != nil {
 				t.Stop()
-				if b != nil {
-					b.stop(s.log, take)
-				}
 				return regErr
 			}
-		}
-		if b != nil {
-			b.stop(s.log, take)
 		}
 		window = min(2*window, s.cfg.BrowseInterval)
 

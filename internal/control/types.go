@@ -157,6 +157,7 @@ type Progress struct {
 const (
 	EventPeerUp   = "peer-up"
 	EventPeerDown = "peer-down"
+	EventRejected = "rejected" // a connection refused: wrong mesh key, identity or version
 	EventCatalog  = "catalog"
 	EventPlugin   = "plugin"
 	EventProgress = "progress"

@@ -369,6 +369,11 @@ func (n *Node) pumpMeshEvents(ctx context.Context) error {
 			case mesh.EventPeerDown:
 				n.sup.PeerEvent(false, supervisor.Peer{ID: p.ID, Name: p.Name})
 				n.hub.publish(control.Event{Type: control.EventPeerDown, Peer: p, Reason: e.Reason, Time: e.Time})
+			case mesh.EventRejected:
+				// Wrong mesh key, wrong identity, old protocol: say so, it is
+				// what a user debugging "why don't they connect" needs.
+				n.log.Warn("connection rejected", "peer", e.Peer, "name", e.Name, "addr", e.Addr, "reason", e.Reason)
+				n.hub.publish(control.Event{Type: control.EventRejected, Peer: p, Reason: e.Reason, Time: e.Time})
 			case mesh.EventCatalog:
 				n.hub.publish(control.Event{Type: control.EventCatalog, Peer: p, Time: e.Time})
 				go n.autoUpdate(ctx)
