@@ -211,7 +211,9 @@ func waitMenu(t *testing.T, ui *fakeUI, what string, ok func(menu string) bool) 
 	}
 }
 
-func contains(s string) func(string) bool { return func(m string) bool { return strings.Contains(m, s) } }
+func contains(s string) func(string) bool {
+	return func(m string) bool { return strings.Contains(m, s) }
+}
 
 func containsAll(ss ...string) func(string) bool {
 	return func(m string) bool {
@@ -425,7 +427,9 @@ func TestTrayNoNodeYet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- Run(ctx, Config{StateDir: state, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}, ui) }()
+	go func() {
+		errc <- Run(ctx, Config{StateDir: state, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}, ui)
+	}()
 	waitMenu(t, ui, "no node", contains("Nearby: no node (not running)"))
 	waitMenu(t, ui, "the placeholder", contains("(waiting for the node)"))
 	// A node that appears later is picked up.
