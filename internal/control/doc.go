@@ -21,6 +21,12 @@
 //	POST /v1/publish   PublishRequest -> Result
 //	GET  /v1/trust                  map of plugin name to pinned signer
 //	POST /v1/trust     TrustRequest -> Result
+//	GET  /v1/sessions               Sessions: hosted plugins, sessions hosted here and opened from here
+//	POST /v1/open      OpenRequest  -> 101 Switching Protocols (Upgrade: nearby-session), then
+//	                                the session stream (internal/session) starting with its opened frame;
+//	                                or an Error answer when the host refuses
+//	POST /v1/sessions/send  SessionRequest -> Result: write to a session's program (presenter's node only)
+//	POST /v1/sessions/close SessionRequest -> Result: end a session (presenter's node only)
 //
 // Streams are newline-delimited JSON: one Event per line. A stream ends
 // with an event of type "result" (Result set) or "error" (Error set).

@@ -167,6 +167,8 @@ const (
 	EventResult   = "result"
 	EventError    = "error"
 	EventHello    = "hello"
+	// EventSession: a hosted session opened or ended (Session set).
+	EventSession = "session"
 )
 
 // Event is one line of an event stream.
@@ -180,6 +182,7 @@ type Event struct {
 	Result   *Result   `json:"result,omitempty"`
 	Error    *Error    `json:"error,omitempty"`
 	Message  string    `json:"message,omitempty"`
+	Session  *Session  `json:"session,omitempty"`
 }
 
 // TrustRequest pins (or unpins) the publisher key of a plugin name.
@@ -189,10 +192,19 @@ type TrustRequest struct {
 	Remove bool   `json:"remove,omitempty"`
 }
 
+// How a node was discovered.
+const (
+	ViaMDNS = "mdns"
+	ViaPeer = "peer"
+)
+
 // Discovered is a node seen over mDNS, as in GET /v1/discovered. Discovery
 // only gives hints: liveness is the mesh's business (see /v1/peers).
 type Discovered struct {
-	ID          string    `json:"id"`
+	ID string `json:"id"`
+	// Via says how we learned of the node: ViaMDNS, or ViaPeer when a peer
+	// told us (peer exchange) and mDNS has not shown it yet.
+	Via         string    `json:"via"`
 	Name        string    `json:"name"`
 	Instance    string    `json:"instance"`
 	Addrs       []string  `json:"addrs"`
@@ -216,4 +228,73 @@ type PeerClock struct {
 	Name          string  `json:"name"`
 	OffsetSeconds float64 `json:"offset_s"`
 	Error         string  `json:"error,omitempty"`
+}
+
+// Session is one hosted session, as in GET /v1/sessions: on the host of its
+// program (Role "host") or on the node it was opened from (Role
+// "presenter").
+type Session struct {
+	// ID is the session id: 32 hex digits, random.
+	ID        string `json:"id"`
+	Plugin    string `json:"plugin"`
+	Version   string `json:"version"`
+	Role      string `json:"role"`
+	Host      Node   `json:"host"`
+	Presenter Node   `json:"presenter"`
+	// Owner is, on the presenter's node, what holds the session: "cli" or
+	// "plugin NAME".
+	Owner string `json:"owner,omitempty"`
+	// State is "starting", "open", "ending" or "ended".
+	State      string    `json:"state"`
+	Started    time.Time `json:"started"`
+	LastActive time.Time `json:"last_active"`
+	// PID is the session's program (on the host only).
+	PID int `json:"pid,omitempty"`
+	// BytesIn went to the program, BytesOut came from it.
+	BytesIn  uint64 `json:"bytes_in"`
+	BytesOut uint64 `json:"bytes_out"`
+	// Ended, EndCode and EndReason say when and why it ended; Exit is how
+	// its program exited, when known.
+	Ended     *time.Time `json:"ended,omitempty"`
+	EndCode   string     `json:"end_code,omitempty"`
+	EndReason string     `json:"end_reason,omitempty"`
+	Exit      string     `json:"exit,omitempty"`
+}
+
+// HostedPlugin is a hosted plugin this node runs sessions of.
+type HostedPlugin struct {
+	Name     string    `json:"name"`
+	Version  string    `json:"version"`
+	Since    time.Time `json:"since"`
+	Sessions int       `json:"sessions"`
+	// The limits in force (the manifest's, else the node's defaults).
+	MaxSessions  int    `json:"max_sessions"`
+	IdleTimeout  string `json:"idle_timeout"`
+	OutputBuffer int    `json:"output_buffer"`
+}
+
+// Sessions is the answer to GET /v1/sessions: the hosted plugins this node
+// serves, the sessions it hosts and those opened from it (live first, then
+// recently ended).
+type Sessions struct {
+	Hosted   []HostedPlugin `json:"hosted"`
+	Sessions []Session      `json:"sessions"`
+}
+
+// OpenRequest is the body of POST /v1/open.
+type OpenRequest struct {
+	// Node is the host: a node id, an id prefix (8+ characters) or a name.
+	Node    string `json:"node"`
+	Plugin  string `json:"plugin"`
+	Version string `json:"version,omitempty"`
+}
+
+// SessionRequest is the body of POST /v1/sessions/send and
+// /v1/sessions/close. Session is a session id (or, for a session opened
+// from this node, a prefix of 8+ characters); Node, needed only for a
+// session this node does not know, is its host.
+type SessionRequest struct {
+	Session string `json:"session"`
+	Node    string `json:"node,omitempty"`
+	Data    []byte `json:"data,omitempty"`
 }
