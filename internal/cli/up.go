@@ -84,7 +84,7 @@ Examples:
 					}
 				},
 			}
-			_ = noTray // the tray arrives with the tray issue
+			cfg.Ready = StartTray(ctx, env, noTray, cfg.Ready)
 			return node.Run(ctx, cfg)
 		},
 	})
