@@ -59,6 +59,7 @@ func (n *Node) api() http.Handler {
 	mux.HandleFunc("GET /v1/clock", n.handleClock)
 	mux.HandleFunc("GET /v1/trust", n.handleTrustList)
 	mux.HandleFunc("POST /v1/trust", n.handleTrust)
+	n.sessionRoutes(mux)
 	return mux
 }
 
@@ -127,6 +128,9 @@ func (n *Node) listing(pre bool) control.Listing {
 		}
 		if st, ok := n.sup.Status(name); ok && st.State != supervisor.StateStopped {
 			s.Running = st.Version
+		}
+		if v, ok := n.hostedRunning(name); ok {
+			s.Running = v
 		}
 		sort.Slice(s.Offers, func(i, j int) bool {
 			if c := distrib.Compare(s.Offers[i].Version, s.Offers[j].Version); c != 0 {
@@ -254,6 +258,9 @@ func (n *Node) handleFetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	run := r.URL.Path == "/v1/run"
+	if n.hostedFetch(w, req, run) {
+		return
+	}
 	s := control.NewStream(w)
 	res, err := n.ensureInstalled(r.Context(), req, func(p control.Progress) {
 		s.Send(control.Event{Type: control.EventProgress, Progress: &p})
@@ -303,6 +310,9 @@ func (n *Node) handleStop(w http.ResponseWriter, r *http.Request) {
 	var req control.NameRequest
 	if err := control.ReadJSON(r, &req); err != nil {
 		control.WriteError(w, 400, err, "")
+		return
+	}
+	if n.hostedStop(w, req.Name) {
 		return
 	}
 	if err := n.sup.Stop(req.Name); err != nil {

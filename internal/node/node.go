@@ -21,6 +21,7 @@ import (
 	"github.com/nearbymesh/nearby/discovery"
 	"github.com/nearbymesh/nearby/distrib"
 	"github.com/nearbymesh/nearby/internal/control"
+	"github.com/nearbymesh/nearby/internal/session"
 	"github.com/nearbymesh/nearby/internal/supervisor"
 	"github.com/nearbymesh/nearby/mesh"
 )
@@ -64,6 +65,7 @@ type Node struct {
 	store   *distrib.Store
 	trust   *distrib.TrustStore
 	sup     *supervisor.Supervisor
+	sess    *sessions // hosted sessions (session.go)
 	hub     *hub
 	httpc   *http.Client
 	started time.Time
@@ -149,6 +151,10 @@ func (n *Node) run(ctx context.Context) (err error) {
 		return err
 	}
 
+	if err := n.initSessions(); err != nil {
+		return err
+	}
+
 	httpLn := newConnListener()
 	mcfg := mesh.DefaultConfig()
 	mcfg.Identity = n.id
@@ -162,7 +168,9 @@ func (n *Node) run(ctx context.Context) (err error) {
 		n.sup.Nack(k.Subservice, k.ID, n.peerOf(k.From), k.Reason)
 	}
 	mcfg.Handlers = map[string]mesh.StreamHandler{
-		"http": func(from mesh.NodeID, c net.Conn) { httpLn.deliver(c) },
+		"http":             func(from mesh.NodeID, c net.Conn) { httpLn.deliver(c) },
+		session.Service:    n.serveSession,
+		session.CtlService: n.serveSessionCtl,
 	}
 	if n.mesh, err = mesh.New(mcfg); err != nil {
 		return err
@@ -205,7 +213,8 @@ func (n *Node) run(ctx context.Context) (err error) {
 		})
 	}
 	part("dist", n.dist.Run)
-	part("mesh", n.mesh.Run)
+	// The mesh outlives the sessions, so that presenters hear why they end.
+	part("mesh", func(ctx context.Context) error { return n.mesh.Run(n.sessionsFirst(ctx)) })
 	part("supervisor", n.sup.Run)
 	if n.disc != nil {
 		part("discovery", n.disc.Run)
@@ -348,6 +357,7 @@ func (n *Node) pumpCatalog(ctx context.Context) error {
 			}
 			n.hub.publish(control.Event{Type: control.EventDist, Message: fmt.Sprintf("%d archives, %d invalid", len(cat.Entries), len(n.dist.Index().Invalid))})
 			go n.autoUpdate(ctx)
+			go n.updateHosted()
 		}
 	}
 }
@@ -367,6 +377,7 @@ func (n *Node) pumpMeshEvents(ctx context.Context) error {
 				n.sup.PeerEvent(true, supervisor.Peer{ID: p.ID, Name: p.Name})
 				n.hub.publish(control.Event{Type: control.EventPeerUp, Peer: p, Time: e.Time})
 			case mesh.EventPeerDown:
+				n.sessionsPeerDown(e.Peer, e.Name)
 				n.sup.PeerEvent(false, supervisor.Peer{ID: p.ID, Name: p.Name})
 				n.hub.publish(control.Event{Type: control.EventPeerDown, Peer: p, Reason: e.Reason, Time: e.Time})
 			case mesh.EventRejected:
