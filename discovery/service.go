@@ -19,8 +19,8 @@ import (
 // Defaults and bounds of Config.
 const (
 	// DefaultBrowseInterval is how often a Service starts a fresh browse once
-	// it has started up (the first windows are 1 s, 2 s, 4 s).
-	DefaultBrowseInterval = 5 * time.Second
+	// it has started up (the first windows are 2 s, 8 s, then this).
+	DefaultBrowseInterval = 30 * time.Second
 	// MinBrowseInterval and MaxBrowseInterval bound Config.BrowseInterval.
 	MinBrowseInterval = 100 * time.Millisecond
 	MaxBrowseInterval = 10 * time.Minute
@@ -253,7 +253,13 @@ func (s *Service) Run(ctx context.Context) error {
 			s.deliver(h)
 		}
 	}
-	window := min(time.Second, s.cfg.BrowseInterval)
+	// Every browse makes every node answer by multicast, and every node
+	// hears every answer: n browses cost n² packets for each node to parse.
+	// So browses are few: one at start (new nodes are then heard through
+	// their own announcements), a second after 2 s for answers lost in a
+	// start-up burst, then ever longer windows up to BrowseInterval. The
+	// mesh's peer exchange repairs what mDNS loses in between.
+	window := min(2*time.Second, s.cfg.BrowseInterval)
 	var updateC <-chan time.Time // armed while an update waits for UpdateInterval
 	// Windows overlap: the next browse starts listening before the previous
 	// one is cancelled, so no announcement falls between two windows (a new
@@ -317,7 +323,7 @@ func (s *Service) Run(ctx context.Context) error {
 				return regErr
 			}
 		}
-		window = min(2*window, s.cfg.BrowseInterval)
+		window = min(4*window, s.cfg.BrowseInterval)
 
 		// Re-advertise when the addresses changed or the last attempt failed.
 		if ns, err := currentNet(s.cfg.Interfaces); err != nil {

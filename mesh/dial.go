@@ -118,7 +118,24 @@ func (m *Mesh) dialLoop(t *target) {
 	ctx := m.ctx
 	backoff := m.cfg.ReconnectMin
 	var delay time.Duration // first attempt at once
+	polite := true          // the next attempt follows a (re)discovery
 	for {
+		if polite {
+			polite = false
+			// When both nodes learn of each other at once, both would dial
+			// and one connection would lose the tie-break: a wasted TLS
+			// handshake on each side (about one per pair when 30 nodes
+			// start together, when a handshake can take a second). The
+			// lower id dials first; the higher one waits (1-2 s) and dials
+			// only if nothing came in, e.g. when only it saw the other.
+			m.mu.Lock()
+			id := t.id
+			m.mu.Unlock()
+			if !t.static && id != "" && m.id > id && !sleepCtx(ctx, jitter(politeDelay)+delay) {
+				return
+			}
+			delay = 0
+		}
 		if delay > 0 && !sleepOrWake(ctx, jitter(delay), t.wake) {
 			return
 		}
@@ -132,7 +149,7 @@ func (m *Mesh) dialLoop(t *target) {
 			case <-ctx.Done():
 				return
 			}
-			backoff, delay = m.cfg.ReconnectMin, m.cfg.ReconnectMin
+			backoff, delay, polite = m.cfg.ReconnectMin, m.cfg.ReconnectMin, true
 			continue
 		}
 		if id != "" && !m.startDialing(id) {
@@ -169,6 +186,10 @@ func (m *Mesh) dialLoop(t *target) {
 }
 
 var errSelf = errors.New("mesh: dialled this node itself")
+
+// politeDelay is how long the node with the higher id lets the lower one
+// dial first (see dialLoop).
+const politeDelay = 2 * time.Second
 
 // dialAddrs tries each address in turn and returns the node id reached.
 func (m *Mesh) dialAddrs(ctx context.Context, t *target, expect NodeID, addrs []string) (NodeID, error) {
@@ -225,6 +246,18 @@ func (m *Mesh) stopDialing(id NodeID) {
 // jitter spreads d over [d/2, d].
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
+}
+
+// sleepCtx waits d; false when ctx is done first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // sleepOrWake waits d, or less when woken; false when ctx is done.

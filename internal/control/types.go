@@ -212,7 +212,9 @@ type Discovered struct {
 	Subservices int       `json:"subservices"`
 	More        int       `json:"more,omitempty"`
 	FirstSeen   time.Time `json:"first_seen"`
-	LastSeen    time.Time `json:"last_seen"`
+	// FirstMDNS is the first mDNS sighting (zero while Via is ViaPeer).
+	FirstMDNS time.Time `json:"first_mdns,omitzero"`
+	LastSeen  time.Time `json:"last_seen"`
 }
 
 // ClickRequest is a click on a menu item a plugin put in the tray.

@@ -8,7 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/grandcat/zeroconf"
 
+	"github.com/nearbymesh/nearby/internal/control"
 	"github.com/nearbymesh/nearby/internal/netlab"
 	"github.com/nearbymesh/nearby/internal/netsafe"
 )
@@ -32,24 +33,41 @@ func BenchmarkDiscovery(b *testing.B) {
 	for _, n := range []int{3, 10, 30} {
 		for _, impl := range []string{"grandcat", "nearby", "nearby-mesh"} {
 			b.Run(fmt.Sprintf("hosts=%d/%s", n, impl), func(b *testing.B) {
-				var full []time.Duration
+				var full, mdns []time.Duration
+				incomplete := 0
 				for b.Loop() {
 					b.StopTimer()
-					var d time.Duration
 					switch impl {
 					case "nearby":
-						d = nearbyDiscoveryRun(b, n)
+						known, viaMDNS := nearbyDiscoveryRun(b, n)
+						full, mdns = append(full, known), append(mdns, viaMDNS)
 					case "nearby-mesh":
-						d = nearbyMeshRun(b, n)
+						full = append(full, nearbyMeshRun(b, n))
 					default:
-						d = grandcatDiscoveryRun(b, n)
+						d, ok := grandcatDiscoveryRun(b, n)
+						if ok {
+							full = append(full, d)
+						} else {
+							incomplete++
+						}
 					}
-					full = append(full, d)
 					b.StartTimer()
 				}
-				sort.Slice(full, func(i, j int) bool { return full[i] < full[j] })
-				b.ReportMetric(float64(full[len(full)/2].Microseconds())/1000, "full-ms-p50")
-				b.ReportMetric(float64(full[len(full)-1].Microseconds())/1000, "full-ms-max")
+				report := func(ds []time.Duration, unit string) {
+					if len(ds) == 0 {
+						return
+					}
+					slices.Sort(ds)
+					b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, unit+"-p50")
+					b.ReportMetric(float64(ds[len(ds)-1].Microseconds())/1000, unit+"-max")
+				}
+				report(full, "full-ms")
+				report(mdns, "mdns-ms")
+				if impl == "grandcat" {
+					// grandcat never re-queries: an answer lost in the start-up
+					// burst leaves that pair undiscovered for good.
+					b.ReportMetric(float64(incomplete), "incomplete-runs")
+				}
 				b.ReportMetric(0, "ns/op")
 			})
 		}
@@ -74,28 +92,48 @@ func nearbyMeshRun(b *testing.B, n int) time.Duration {
 	return time.Since(t0)
 }
 
-func nearbyDiscoveryRun(b *testing.B, n int) time.Duration {
+// nearbyDiscoveryRun returns how long after launch every node knew every
+// other (over mDNS or from a peer), and how long until every node had seen
+// every other over mDNS itself.
+func nearbyDiscoveryRun(b *testing.B, n int) (known, viaMDNS time.Duration) {
 	c := newCluster(b, n)
 	defer c.lan.Close()
 	t0 := time.Now()
 	c.startAll("--no-tray")
-	waitFor(b, 60*time.Second, "full discovery", c.allDiscovered)
-	var last time.Time
+	waitFor(b, 60*time.Second, "every node knows every other", c.allDiscovered)
+	waitFor(b, 60*time.Second, "every node saw every other over mDNS", func() error {
+		for _, nd := range c.nodes {
+			seen, err := discoveredBy(nd)
+			if err != nil {
+				return err
+			}
+			for _, d := range seen {
+				if d.Via != control.ViaMDNS {
+					return fmt.Errorf("%s knows %s only from a peer", nd.host.Name, d.Name)
+				}
+			}
+		}
+		return nil
+	})
+	var lastKnown, lastMDNS time.Time
 	for _, nd := range c.nodes {
-		seen, err := discoveredBy(nd)
-		if err != nil {
+		var ds []control.Discovered
+		if err := nd.get("/v1/discovered", &ds); err != nil {
 			b.Fatal(err)
 		}
-		for _, d := range seen {
-			if d.FirstSeen.After(last) {
-				last = d.FirstSeen
+		for _, d := range ds {
+			if d.FirstSeen.After(lastKnown) {
+				lastKnown = d.FirstSeen
+			}
+			if d.FirstMDNS.After(lastMDNS) {
+				lastMDNS = d.FirstMDNS
 			}
 		}
 	}
-	return last.Sub(t0)
+	return lastKnown.Sub(t0), lastMDNS.Sub(t0)
 }
 
-func grandcatDiscoveryRun(b *testing.B, n int) time.Duration {
+func grandcatDiscoveryRun(b *testing.B, n int) (time.Duration, bool) {
 	lan := netlab.New(b, n)
 	defer lan.Close()
 	type helper struct {
@@ -138,7 +176,7 @@ func grandcatDiscoveryRun(b *testing.B, n int) time.Duration {
 		b.FailNow()
 	}
 	var last time.Time
-	deadline := time.After(60 * time.Second)
+	deadline := time.After(20 * time.Second)
 	for _, hp := range hs {
 		seen := map[string]bool{}
 		for len(seen) < n-1 {
@@ -152,12 +190,13 @@ func grandcatDiscoveryRun(b *testing.B, n int) time.Duration {
 					last = t
 				}
 			case <-deadline:
-				b.Fatalf("grandcat baseline: timed out with %d/%d seen", len(seen), n-1)
+				b.Logf("grandcat baseline: a process saw %d of %d others in 20 s", len(seen), n-1)
+				return 0, false
 			}
 		}
 		hp.proc.Kill()
 	}
-	return last.Sub(t0)
+	return last.Sub(t0), true
 }
 
 type sighting struct {

@@ -306,26 +306,38 @@ func (n *Node) pumpHints(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case h := <-n.disc.Hints():
-			n.noteHint(h)
+			if n.noteHint(h) {
+				n.gossipHint(h)
+			}
 			n.mesh.AddHint(mesh.Hint{ID: mesh.NodeID(h.Record.NodeID), Name: h.Record.Name, Addrs: h.AddrPorts()})
 		}
 	}
 }
 
-func (n *Node) noteHint(h discovery.Hint) {
+// noteHint records an mDNS sighting; it reports whether it is the first
+// mDNS sighting of that node.
+func (n *Node) noteHint(h discovery.Hint) (first bool) {
 	n.seenMu.Lock()
 	defer n.seenMu.Unlock()
 	d := n.seen[h.Record.NodeID]
-	if d == nil {
-		d = &control.Discovered{ID: h.Record.NodeID, FirstSeen: h.Seen}
-		n.seen[h.Record.NodeID] = d
+	if d == nil || d.Via != control.ViaMDNS {
+		first = true
+		if d == nil {
+			d = &control.Discovered{ID: h.Record.NodeID, FirstSeen: h.Seen}
+			n.seen[h.Record.NodeID] = d
+		}
 	}
+	if first {
+		d.FirstMDNS = h.Seen
+	}
+	d.Via = control.ViaMDNS
 	d.Name, d.Instance, d.Port, d.LastSeen = h.Record.Name, h.Instance, h.Port, h.Seen
 	d.Subservices, d.More = len(h.Record.Subservices), h.Record.More
 	d.Addrs = d.Addrs[:0]
 	for _, a := range h.Addrs {
 		d.Addrs = append(d.Addrs, a.String())
 	}
+	return first
 }
 
 func (n *Node) discovered() []control.Discovered {

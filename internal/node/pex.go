@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/nearbymesh/nearby/discovery"
+	"github.com/nearbymesh/nearby/internal/control"
 	"github.com/nearbymesh/nearby/mesh"
 )
 
@@ -31,12 +34,25 @@ type pexEntry struct {
 // isReserved reports whether a subservice name belongs to the node itself.
 func isReserved(sub string) bool { return strings.HasPrefix(sub, "_") }
 
-// sendPex tells peer about every node we know an address for.
+// gossipHint tells every peer about a node we have just seen over mDNS for
+// the first time, so that a sighting lost by some nodes (mDNS drops answers
+// in bursts) reaches them through the mesh.
+func (n *Node) gossipHint(h discovery.Hint) {
+	e := pexEntry{ID: h.Record.NodeID, Name: h.Record.Name}
+	for _, ap := range h.AddrPorts() {
+		e.Addrs = append(e.Addrs, ap.String())
+	}
+	if b, err := json.Marshal([]pexEntry{e}); err == nil {
+		n.mesh.Broadcast(pexSubservice, b)
+	}
+}
+
+// sendPex tells peer about every node we have seen over mDNS.
 func (n *Node) sendPex(to mesh.NodeID) {
 	var list []pexEntry
 	n.seenMu.Lock()
 	for _, d := range n.seen {
-		if mesh.NodeID(d.ID) == to || len(d.Addrs) == 0 {
+		if mesh.NodeID(d.ID) == to || len(d.Addrs) == 0 || d.Via != control.ViaMDNS {
 			continue
 		}
 		e := pexEntry{ID: d.ID, Name: d.Name}
@@ -81,8 +97,20 @@ func (n *Node) onPex(from mesh.NodeID, payload []byte) {
 				h.Addrs = append(h.Addrs, ap)
 			}
 		}
-		if len(h.Addrs) > 0 {
-			n.mesh.AddHint(h)
+		if len(h.Addrs) == 0 {
+			continue
 		}
+		n.mesh.AddHint(h)
+		n.seenMu.Lock()
+		if n.seen[e.ID] == nil {
+			now := time.Now()
+			d := &control.Discovered{ID: e.ID, Name: e.Name, Via: control.ViaPeer, FirstSeen: now, LastSeen: now}
+			for _, ap := range h.Addrs {
+				d.Addrs = append(d.Addrs, ap.Addr().String())
+				d.Port = int(ap.Port())
+			}
+			n.seen[e.ID] = d
+		}
+		n.seenMu.Unlock()
 	}
 }
