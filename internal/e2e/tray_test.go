@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -217,6 +218,33 @@ func startTrayProc(t *testing.T, bus *sessionBus, state string) *trayProc {
 		}
 	})
 	return tp
+}
+
+// onlyUpstreamRaces reports whether the tray, built with -race
+// (NEARBY_E2E_RACE=1), exited with the race detector's status only because
+// of data races inside fyne.io/systray itself (v1.12.2 has one between
+// GetLayout and its delayed refresh; see docs/TRAY.md). A race report that
+// names any frame of ours fails the test.
+func (tp *trayProc) onlyUpstreamRaces(t *testing.T) bool {
+	var ee *exec.ExitError
+	if !errors.As(tp.err, &ee) || ee.ExitCode() != 66 {
+		return false
+	}
+	b, _ := os.ReadFile(tp.log)
+	reports := strings.Split(string(b), "WARNING: DATA RACE")[1:]
+	if len(reports) == 0 {
+		return false
+	}
+	for _, r := range reports {
+		if i := strings.Index(r, "=================="); i >= 0 {
+			r = r[:i]
+		}
+		if strings.Contains(r, "github.com/nearbymesh/nearby") || !strings.Contains(r, "fyne.io/systray") {
+			return false
+		}
+	}
+	t.Logf("nearby-tray exited %d: %d data race report(s), all inside fyne.io/systray (known upstream)", ee.ExitCode(), len(reports))
+	return true
 }
 
 // panel is a godbus client that plays the desktop panel.
@@ -607,7 +635,7 @@ func TestTray(t *testing.T) {
 	pn.click(name, menu, m.find("Quit tray").id)
 	select {
 	case <-tp.done:
-		if tp.err != nil {
+		if tp.err != nil && !tp.onlyUpstreamRaces(t) {
 			t.Fatalf("nearby-tray after Quit: %v", tp.err)
 		}
 	case <-time.After(10 * time.Second):
