@@ -62,11 +62,14 @@ func (m *Mesh) AddHint(h Hint) {
 		start = m.state == stateRunning
 	}
 	changed := !slices.Equal(t.addrs, addrs)
+	connected := m.peers[h.ID] != nil
 	t.addrs, t.seen = addrs, time.Now()
 	m.mu.Unlock()
 	if start {
 		m.spawn(func() { m.dialLoop(t) })
-	} else if changed {
+	} else if changed || !connected {
+		// A fresh sighting of a node we are not connected to: try now
+		// rather than after the backoff (it may just have come back).
 		t.signal()
 	}
 }
