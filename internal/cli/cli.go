@@ -103,6 +103,15 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if args[0] == "--version" || args[0] == "-version" {
 		args[0] = "version"
 	}
+	// `nearby --state DIR peers` works like `nearby peers --state DIR`.
+	if strings.HasPrefix(args[0], "-") {
+		for i, a := range args {
+			if lookup(a) != nil && (i == 0 || !strings.HasPrefix(args[i-1], "-") || strings.Contains(args[i-1], "=") || isBoolFlag(args[i-1])) {
+				args = append(append([]string{a}, args[:i]...), args[i+1:]...)
+				break
+			}
+		}
+	}
 	cmd := lookup(args[0])
 	if cmd == nil {
 		fmt.Fprintf(stderr, "nearby: unknown command %q\n", args[0])
@@ -196,6 +205,15 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 		pos = append(pos, a)
 	}
 	return append(append(flags, "--"), pos...)
+}
+
+// isBoolFlag reports whether a leading global flag takes no value.
+func isBoolFlag(a string) bool {
+	switch strings.TrimLeft(a, "-") {
+	case "json", "log-json":
+		return true
+	}
+	return false
 }
 
 func envOr(k, def string) string {

@@ -120,3 +120,14 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 }
+
+func TestGlobalFlagsBeforeCommand(t *testing.T) {
+	code, _, errOut := run(t, "--state", t.TempDir(), "status")
+	if code != ExitNoNode {
+		t.Fatalf("nearby --state DIR status: %d %q", code, errOut)
+	}
+	code, out, _ := run(t, "--json", "version")
+	if code != 0 || !strings.Contains(out, `"version"`) {
+		t.Fatalf("nearby --json version: %d %q", code, out)
+	}
+}

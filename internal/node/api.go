@@ -277,6 +277,8 @@ func (n *Node) handleFetch(w http.ResponseWriter, r *http.Request) {
 	}
 	result := control.Result{OK: true, Name: res.inst.Name, Version: res.inst.Version, Node: res.from, Pinned: res.pinned}
 	switch {
+	case res.fetched && res.from == n.cfg.Name:
+		result.Message = fmt.Sprintf("installed %s %s from this node's dist folder", res.inst.Name, res.inst.Version)
 	case res.fetched:
 		result.Message = fmt.Sprintf("installed %s %s from %s", res.inst.Name, res.inst.Version, res.from)
 	default:
