@@ -194,13 +194,11 @@ func subservicesMenu(st State) *Item {
 		Tooltip: "Everything the mesh offers; pick one to run it here (newest version first)"}
 	for _, s := range sortedSubs(subs) {
 		it := &Item{
-			Key:       s.Name,
-			Label:     subLabel(s, st.Activity[s.Name]),
-			Tooltip:   subTooltip(s),
-			Checkable: true,
-			Checked:   s.Running != "",
-			Disabled:  !st.Connected || st.Activity[s.Name].Busy,
-			Action:    Action{Kind: ActionRun, Name: s.Name},
+			Key:      s.Name,
+			Label:    subLabel(s, st.Activity[s.Name]),
+			Tooltip:  subTooltip(s),
+			Disabled: !st.Connected || st.Activity[s.Name].Busy,
+			Action:   Action{Kind: ActionRun, Name: s.Name},
 		}
 		m.Children = append(m.Children, it)
 	}
@@ -220,11 +218,28 @@ func sortedSubs(in []control.Subservice) []control.Subservice {
 	return out
 }
 
-// subLabel is e.g. "chat 1.2.0 (network, running 1.0.0, update available)".
+// RunningMark starts the label of a subservice that runs on this node. A
+// check box would look like a toggle, and clicking the item runs it (again),
+// it never stops it.
+const RunningMark = "▶ "
+
+// CheckedMark starts the label of a plugin's menu item that is checked.
+// Plugins say only whether an item is checked, not whether it is a check
+// box, and an empty check box on a plain action would mislead; an item that
+// became checkable would also need another slot (see Item.Checkable).
+const CheckedMark = "✓ "
+
+// subLabel is e.g. "▶ chat 1.2.0 (network, running 1.0.0, update available)".
 func subLabel(s control.Subservice, a Activity) string {
 	name := s.Name
+	if s.Running != "" {
+		name = RunningMark + name
+	}
 	if s.Label != "" && s.Label != s.Name {
 		name = s.Label + " [" + s.Name + "]"
+		if s.Running != "" {
+			name = RunningMark + name
+		}
 	}
 	var parts []string
 	if s.Local != "" {
@@ -297,13 +312,15 @@ func runningMenu(st State) *Item {
 		pm.Children = append(pm.Children, &Item{Key: KeyStop, Label: "Stop " + p.Name,
 			Disabled: !st.Connected, Action: Action{Kind: ActionStop, Name: p.Name}})
 		for _, mi := range p.Menu {
+			label := oneLine(mi.Label, 128)
+			if mi.Checked {
+				label = CheckedMark + label
+			}
 			pm.Children = append(pm.Children, &Item{
-				Key:       ItemKeyPrefix + mi.ID,
-				Label:     oneLine(mi.Label, 128),
-				Disabled:  !mi.Enabled || !st.Connected,
-				Checkable: true,
-				Checked:   mi.Checked,
-				Action:    Action{Kind: ActionClick, Name: p.Name, Item: mi.ID},
+				Key:      ItemKeyPrefix + mi.ID,
+				Label:    label,
+				Disabled: !mi.Enabled || !st.Connected,
+				Action:   Action{Kind: ActionClick, Name: p.Name, Item: mi.ID},
 			})
 		}
 		m.Children = append(m.Children, pm)

@@ -40,13 +40,13 @@ func TestBuildMenu(t *testing.T) {
 	want := `Nearby: desk · mesh a1b2c3d4 · 2 peers [disabled]
 ---
 Subservices (2)
-  chat 1.2.0 (network, running 1.0.0, update available) [x]
+  ▶ chat 1.2.0 (network, running 1.0.0, update available)
   draw 0.3.0 (local)
 Running (2)
   chat 1.0.0
     Stop chat
     Say hello
-    Mute [disabled] [x]
+    ✓ Mute [disabled]
   flaky 2.0.0 (backoff)
     Stop flaky
 Peers (2)

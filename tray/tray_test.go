@@ -247,7 +247,7 @@ func TestTrayShowsNode(t *testing.T) {
 	f := newFakeNode(t)
 	ui, _, _ := startTray(t, f)
 	waitMenu(t, ui, "the node's menu", containsAll("Nearby: desk · mesh a1b2c3d4 · 2 peers",
-		"chat 1.2.0 (network, running 1.0.0, update available) [x]", "Stop chat", "Say hello", "h3 — 10.77.0.3:7946"))
+		"▶ chat 1.2.0 (network, running 1.0.0, update available)", "Stop chat", "Say hello", "h3 — 10.77.0.3:7946"))
 	ui.mu.Lock()
 	title := ui.title
 	ui.mu.Unlock()
@@ -280,14 +280,14 @@ func TestTrayRunShowsProgressAndOutcome(t *testing.T) {
 	}
 	ui, _, _ := startTray(t, f)
 	waitMenu(t, ui, "the first menu", contains("Subservices (2)"))
-	click(t, ui, "Subservices", "chat")
+	click(t, ui, "Subservices", "▶ chat")
 	if p := f.nextPost(t); p.path != "/v1/run" || p.body.(control.FetchRequest).Name != "chat" {
 		t.Fatalf("posted %+v, want /v1/run chat", p)
 	}
 	waitMenu(t, ui, "progress on the item", contains("— fetching 1.2.0 from h3 50% [disabled]"))
 	// The item is disabled while busy: a second click posts nothing. The
 	// next POST must be the stop clicked after it.
-	click(t, ui, "Subservices", "chat")
+	click(t, ui, "Subservices", "▶ chat")
 	click(t, ui, "Running", "chat", "Stop")
 	if p := f.nextPost(t); p.path != "/v1/stop" {
 		t.Fatalf("posted %+v, want /v1/stop (the click on the busy item must do nothing)", p)
@@ -320,7 +320,7 @@ func TestTrayRunOutcomes(t *testing.T) {
 			f.run = func(_ control.FetchRequest, s *control.Stream) { tt.script(s) }
 			ui, _, _ := startTray(t, f)
 			waitMenu(t, ui, "the first menu", contains("Subservices (2)"))
-			click(t, ui, "Subservices", "chat")
+			click(t, ui, "Subservices", "▶ chat")
 			f.nextPost(t)
 			waitMenu(t, ui, "the outcome", contains(tt.want))
 		})
@@ -333,7 +333,7 @@ func TestTrayPluginItemsAndStop(t *testing.T) {
 	ui, _, _ := startTray(t, f)
 	waitMenu(t, ui, "the first menu", contains("Say hello"))
 
-	click(t, ui, "Running", "chat", "Mute") // disabled by the plugin: nothing
+	click(t, ui, "Running", "chat", "✓ Mute") // disabled by the plugin: nothing
 	click(t, ui, "Running", "chat", "Say hello")
 	p := f.nextPost(t)
 	if p.path != "/v1/click" || p.body != (control.ClickRequest{Plugin: "chat", Item: "hello"}) {
@@ -413,7 +413,7 @@ func TestTrayReconnects(t *testing.T) {
 	waitMenu(t, ui, "the first menu", contains("Nearby: desk ·"))
 	f.stop()
 	waitMenu(t, ui, "the node unreachable, runs disabled", containsAll("Nearby: desk unreachable, retrying…",
-		"chat 1.2.0 (network, running 1.0.0, update available) [disabled]"))
+		"▶ chat 1.2.0 (network, running 1.0.0, update available) [disabled]"))
 	f.mu.Lock()
 	f.status.Node.Name = "desk2"
 	f.mu.Unlock()

@@ -586,7 +586,7 @@ func TestTray(t *testing.T) {
 		if m.path("Running (1)", "chat-go 1.0.0", "Stop chat-go") == nil || m.path("Running (1)", "chat-go 1.0.0", "Say hello") == nil {
 			return fmt.Errorf("no chat-go with Stop and Say hello under Running")
 		}
-		if it := m.path("Subservices (", "Chat (Go) [chat-go] 1.0.0 (network, running)"); it == nil || it.str("toggle-type") != "checkmark" || !it.flag("enabled", true) {
+		if it := m.path("Subservices (", "▶ Chat (Go) [chat-go] 1.0.0 (network, running)"); it == nil || !it.enabled() {
 			return fmt.Errorf("chat-go not marked running")
 		}
 		return nil
