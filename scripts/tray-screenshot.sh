@@ -112,9 +112,11 @@ wait_for 10 "desk to list laptop's plugins" sh -c "'$BIN/nearby' ls --state '$W/
 
 # --- a desktop: X, a session bus, a panel -----------------------------------
 export DISPLAY=:99
-Xvfb :99 -screen 0 800x420x24 -nolisten tcp 2>"$W/xvfb.log" &
+Xvfb :99 -screen 0 800x240x24 -nolisten tcp 2>"$W/xvfb.log" &
 started $!
 wait_for 10 "Xvfb" xwininfo -root
+convert -size 800x240 gradient:'#5e81ac-#2e3440' "$W/bg.png"
+display -window root "$W/bg.png" 2>/dev/null || true # sets the root background (and exits 1)
 
 cat >"$W/session.conf" <<EOF
 <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
