@@ -29,8 +29,9 @@ const (
 	EnvVersion    = "NEARBY_VERSION"    // the plugin's version
 )
 
-// Frame ops. Plugin to node: hello, send, broadcast, menu. Node to plugin:
-// welcome, message, peer, error, click.
+// Frame ops. Plugin to node: hello, send, broadcast, menu, open,
+// session-data, session-eof, session-close. Node to plugin: welcome,
+// message, peer, error, click, session, session-data.
 const (
 	OpHello     = "hello"
 	OpSend      = "send"
@@ -41,6 +42,28 @@ const (
 	OpPeer      = "peer"
 	OpError     = "error"
 	OpClick     = "click"
+
+	// OpOpen opens a session on a hosted plugin of another node (To,
+	// Plugin, optional Version); the answer is a session frame with event
+	// "opened" and the same ID, or an error frame with that ID.
+	OpOpen = "open"
+	// OpSession reports a session event (Event: SessionOpened or
+	// SessionClosed).
+	OpSession = "session"
+	// OpSessionData carries session bytes as a JSON string in Data: to the
+	// session's program (plugin to node) or from it (node to plugin).
+	OpSessionData = "session-data"
+	// OpSessionEOF closes the session program's input.
+	OpSessionEOF = "session-eof"
+	// OpSessionClose ends a session; a session frame with event "closed"
+	// follows.
+	OpSessionClose = "session-close"
+)
+
+// Session events, in the Event field of session frames.
+const (
+	SessionOpened = "opened"
+	SessionClosed = "closed"
 )
 
 // Error codes carried by error frames. docs/PROTOCOL.md says when each is sent.
@@ -56,6 +79,10 @@ const (
 	CodeRejected      = "rejected"        // the remote refused the message for another reason (asynchronous)
 	CodeSendFailed    = "send-failed"     // the mesh failed to send for another reason
 	CodeDropped       = "dropped"         // the node dropped frames for this plugin because it read too slowly
+
+	CodeSessionRefused = "session-refused" // open: the host refused (not hosted there, a limit, ...); message says why
+	CodeNoSession      = "no-session"      // session-data/-eof/-close for a session this plugin does not have open
+	CodeSessionBusy    = "session-busy"    // session-data: the session's program did not read its input in time
 )
 
 // Peer events.
@@ -160,6 +187,14 @@ type Frame struct {
 
 	// click
 	Item string `json:"item,omitempty"`
+
+	// open (Plugin, Version, To), session (Session, Event, Plugin,
+	// Version, Node; for "closed" Code, Reason, Exit), session-data,
+	// session-eof and session-close (Session).
+	Session string `json:"session,omitempty"`
+	Plugin  string `json:"plugin,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Exit    string `json:"exit,omitempty"`
 }
 
 // frameUnion marshals a Frame of an unknown op: every non-zero field.
@@ -170,6 +205,24 @@ func rawOrNull(d json.RawMessage) json.RawMessage {
 		return json.RawMessage("null")
 	}
 	return d
+}
+
+// rawOrEmpty is d, or the empty JSON string.
+func rawOrEmpty(d json.RawMessage) json.RawMessage {
+	if len(d) == 0 {
+		return json.RawMessage(`""`)
+	}
+	return d
+}
+
+// SessionText returns the text of a session-data frame: Data must be a
+// JSON string.
+func (f *Frame) SessionText() (string, error) {
+	var s string
+	if len(f.Data) == 0 || f.Data[0] != '"' || json.Unmarshal(f.Data, &s) != nil {
+		return "", fmt.Errorf("%w: %s data must be a JSON string", ErrBadFrame, f.Op)
+	}
+	return s, nil
 }
 
 // MarshalJSON writes the fields that belong to f.Op, including the required
@@ -245,7 +298,40 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 			Code    string `json:"code"`
 			Message string `json:"message"`
 			To      string `json:"to,omitempty"`
-		}{f.Op, f.ID, f.Code, f.Message, f.To})
+			Session string `json:"session,omitempty"`
+		}{f.Op, f.ID, f.Code, f.Message, f.To, f.Session})
+	case OpOpen:
+		return marshal(struct {
+			Op      string `json:"op"`
+			ID      uint64 `json:"id,omitempty"`
+			To      string `json:"to"`
+			Plugin  string `json:"plugin"`
+			Version string `json:"version,omitempty"`
+		}{f.Op, f.ID, f.To, f.Plugin, f.Version})
+	case OpSession:
+		return marshal(struct {
+			Op      string `json:"op"`
+			ID      uint64 `json:"id,omitempty"`
+			Session string `json:"session"`
+			Event   string `json:"event"`
+			Plugin  string `json:"plugin,omitempty"`
+			Version string `json:"version,omitempty"`
+			Node    *Peer  `json:"node,omitempty"`
+			Code    string `json:"code,omitempty"`
+			Reason  string `json:"reason,omitempty"`
+			Exit    string `json:"exit,omitempty"`
+		}{f.Op, f.ID, f.Session, f.Event, f.Plugin, f.Version, f.Node, f.Code, f.Reason, f.Exit})
+	case OpSessionData:
+		return marshal(struct {
+			Op      string          `json:"op"`
+			Session string          `json:"session"`
+			Data    json.RawMessage `json:"data"`
+		}{f.Op, f.Session, rawOrEmpty(f.Data)})
+	case OpSessionEOF, OpSessionClose:
+		return marshal(struct {
+			Op      string `json:"op"`
+			Session string `json:"session"`
+		}{f.Op, f.Session})
 	case OpClick:
 		return marshal(struct {
 			Op   string `json:"op"`

@@ -31,6 +31,16 @@ func TestEncodeFrame(t *testing.T) {
 		{"error without id", Frame{Op: OpError, Code: CodeBadFrame, Message: "x"}, `{"op":"error","code":"bad-frame","message":"x"}`},
 		{"click", Frame{Op: OpClick, Item: "a"}, `{"op":"click","item":"a"}`},
 		{"unknown op keeps its fields", Frame{Op: "future", To: "x", ID: 2}, `{"op":"future","id":2,"to":"x"}`},
+		{"open", Frame{Op: OpOpen, ID: 4, To: "n3", Plugin: "rev"}, `{"op":"open","id":4,"to":"n3","plugin":"rev"}`},
+		{"session opened", Frame{Op: OpSession, ID: 4, Session: "s1", Event: SessionOpened, Plugin: "rev", Version: "1.0.0", Node: &Peer{ID: "n3", Name: "three"}},
+			`{"op":"session","id":4,"session":"s1","event":"opened","plugin":"rev","version":"1.0.0","node":{"id":"n3","name":"three"}}`},
+		{"session closed", Frame{Op: OpSession, Session: "s1", Event: SessionClosed, Code: "crashed", Reason: "the program ended", Exit: "exit status 2"},
+			`{"op":"session","session":"s1","event":"closed","code":"crashed","reason":"the program ended","exit":"exit status 2"}`},
+		{"session data", Frame{Op: OpSessionData, Session: "s1", Data: json.RawMessage(`"hi\n<&>"`)}, `{"op":"session-data","session":"s1","data":"hi\n<&>"}`},
+		{"session data without data", Frame{Op: OpSessionData, Session: "s1"}, `{"op":"session-data","session":"s1","data":""}`},
+		{"session eof", Frame{Op: OpSessionEOF, Session: "s1"}, `{"op":"session-eof","session":"s1"}`},
+		{"session close", Frame{Op: OpSessionClose, Session: "s1"}, `{"op":"session-close","session":"s1"}`},
+		{"session error", Frame{Op: OpError, Code: CodeNoSession, Message: "x", Session: "s9"}, `{"op":"error","code":"no-session","message":"x","session":"s9"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,6 +59,21 @@ func TestEncodeFrame(t *testing.T) {
 				t.Errorf("round trip changed the frame: %+v", back)
 			}
 		})
+	}
+}
+
+func TestSessionText(t *testing.T) {
+	for data, want := range map[string]string{`"a\nb"`: "a\nb", `""`: "", `"\u00e9"`: "é"} {
+		f := Frame{Op: OpSessionData, Data: json.RawMessage(data)}
+		if got, err := f.SessionText(); err != nil || got != want {
+			t.Errorf("SessionText(%s) = %q, %v", data, got, err)
+		}
+	}
+	for _, data := range []string{``, `5`, `null`, `["a"]`, `"unterminated`} {
+		f := Frame{Op: OpSessionData, Data: json.RawMessage(data)}
+		if _, err := f.SessionText(); !errors.Is(err, ErrBadFrame) {
+			t.Errorf("SessionText(%s): %v, want ErrBadFrame", data, err)
+		}
 	}
 }
 
@@ -243,6 +268,10 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"op":"welcome","protocol":1,"node":{"id":"n","name":"x"},"peers":[{"id":"p","name":"q"}]}`,
 		`{"op":"error","id":3,"code":"no-peer","message":"m","to":"t"}`,
 		`{"op":"x","data":"\xff"}`,
+		`{"op":"open","id":9,"to":"h3","plugin":"rev","version":"1.0.0"}`,
+		`{"op":"session","id":9,"session":"s","event":"opened","node":{"id":"h","name":"h3"}}`,
+		`{"op":"session-data","session":"s","data":"line\n"}`,
+		`{"op":"session-data","session":"s","data":{"not":"a string"}}`,
 	} {
 		f.Add([]byte(s))
 	}

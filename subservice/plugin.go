@@ -48,12 +48,14 @@ type PeerEvent struct {
 
 // Error is an error frame from the node. ID is the id of the send or
 // broadcast it concerns (0 when it concerns none); To is the node a failed
-// send was addressed to, when known.
+// send was addressed to, when known; Session is the session a failed
+// session write concerns.
 type Error struct {
 	ID      uint64
 	Code    string
 	Message string
 	To      string
+	Session string
 }
 
 // Error implements error.
@@ -69,7 +71,7 @@ func (e *Error) Error() string {
 }
 
 func frameError(f *Frame) *Error {
-	return &Error{ID: f.ID, Code: f.Code, Message: f.Message, To: f.To}
+	return &Error{ID: f.ID, Code: f.Code, Message: f.Message, To: f.To, Session: f.Session}
 }
 
 // Buffer sizes of the channels a Plugin returns.
@@ -116,6 +118,10 @@ type Plugin struct {
 	mu    sync.Mutex
 	peers map[string]Peer
 	err   error
+
+	smu      sync.Mutex
+	opens    map[uint64]chan openResult // Open calls waiting for their answer
+	sessions map[string]*Session        // open sessions by id
 
 	msgs   chan Message
 	events chan PeerEvent
@@ -198,20 +204,22 @@ func handshake(ctx context.Context, c net.Conn, token string) (*Plugin, error) {
 	}
 	c.SetDeadline(time.Time{})
 	p := &Plugin{
-		conn:    c,
-		lr:      lr,
-		sub:     w.Subservice,
-		version: w.Version,
-		maxLine: w.MaxLine,
-		peers:   make(map[string]Peer, len(w.Peers)),
-		msgs:    make(chan Message, messageBuffer),
-		events:  make(chan PeerEvent, eventBuffer),
-		errs:    make(chan *Error, errorBuffer),
-		clicks:  make(chan string, clickBuffer),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
-		wkick:   make(chan struct{}, 1),
-		wdone:   make(chan struct{}),
+		conn:     c,
+		lr:       lr,
+		sub:      w.Subservice,
+		version:  w.Version,
+		maxLine:  w.MaxLine,
+		peers:    make(map[string]Peer, len(w.Peers)),
+		msgs:     make(chan Message, messageBuffer),
+		events:   make(chan PeerEvent, eventBuffer),
+		errs:     make(chan *Error, errorBuffer),
+		clicks:   make(chan string, clickBuffer),
+		opens:    make(map[uint64]chan openResult),
+		sessions: make(map[string]*Session),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		wkick:    make(chan struct{}, 1),
+		wdone:    make(chan struct{}),
 	}
 	p.wcond = sync.NewCond(&p.wmu)
 	if w.Node != nil {
@@ -238,6 +246,7 @@ func ctxOr(ctx context.Context, err error) error {
 
 func (p *Plugin) readLoop() {
 	defer func() {
+		p.endSessions()
 		close(p.msgs)
 		close(p.events)
 		close(p.errs)
@@ -297,7 +306,13 @@ func (p *Plugin) readLoop() {
 			default:
 			}
 		case OpError:
-			p.pushErr(frameError(f))
+			if !p.openFailed(f) {
+				p.pushErr(frameError(f))
+			}
+		case OpSession:
+			p.sessionEvent(f)
+		case OpSessionData:
+			p.sessionData(f)
 		case OpClick:
 			select {
 			case p.clicks <- f.Item:

@@ -146,6 +146,7 @@ func (n *Node) run(ctx context.Context) (err error) {
 		LogDir:     filepath.Join(cfg.StateDir, "logs"),
 		Router:     rt,
 		Logger:     log,
+		Sessions:   sessionOpener{n},
 	})
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/nearbymesh/nearby/distrib"
 	"github.com/nearbymesh/nearby/internal/control"
 	"github.com/nearbymesh/nearby/internal/session"
+	"github.com/nearbymesh/nearby/internal/supervisor"
 	"github.com/nearbymesh/nearby/mesh"
 )
 
@@ -160,7 +161,7 @@ func (n *Node) sessionStream(ctx context.Context, node, service string) (net.Con
 	}
 	id, err := n.resolvePeer(node)
 	if err != nil {
-		return nil, session.Peer{}, err
+		return nil, session.Peer{}, fmt.Errorf("%w: %v", supervisor.ErrNoPeer, err)
 	}
 	p := n.peerOf(id)
 	c, err := n.mesh.OpenStream(ctx, id, service)
@@ -541,4 +542,27 @@ func (n *Node) updateHosted() {
 			n.hub.publish(control.Event{Type: control.EventError, Error: &control.Error{Error: fmt.Sprintf("update of hosted %s failed: %v", srv.Name, err)}})
 		}
 	}
+}
+
+// sessionOpener opens sessions for plugins (supervisor.SessionOpener).
+type sessionOpener struct{ n *Node }
+
+// OpenSession opens a session on plugin at node to for the local plugin
+// owner and records it in the registry until it ends.
+func (o sessionOpener) OpenSession(ctx context.Context, owner, to, plugin, version string) (*session.Conn, error) {
+	n := o.n
+	p, err := n.openSession(ctx, to, plugin, version)
+	if err != nil {
+		return nil, err
+	}
+	conn := p.Conn()
+	in := session.Info{ID: p.Opened.Session, Plugin: p.Opened.Plugin, Version: p.Opened.Version, Host: p.Opened.Host,
+		Presenter: session.Peer{ID: string(n.id.ID), Name: n.cfg.Name}, Owner: "plugin " + owner, Started: time.Now()}
+	ended := n.sess.reg.Add(in, func() { conn.Close() }, conn.Counts)
+	n.sess.wg.Go(func() {
+		<-conn.Done()
+		e, _ := conn.End()
+		ended(e)
+	})
+	return conn, nil
 }

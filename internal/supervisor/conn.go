@@ -2,14 +2,18 @@ package supervisor
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
+	"github.com/nearbymesh/nearby/internal/session"
 	"github.com/nearbymesh/nearby/subservice"
 )
 
@@ -60,6 +64,7 @@ func (s *Supervisor) serveConn(c net.Conn) {
 		s.mu.Unlock()
 		if inst != nil {
 			inst.q.close()
+			s.endSessions(inst)
 		}
 	}()
 	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
@@ -218,6 +223,10 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 			s.emit(inst.p)
 		}
 		s.mu.Unlock()
+	case subservice.OpOpen:
+		s.openSession(inst, f)
+	case subservice.OpSessionData, subservice.OpSessionEOF, subservice.OpSessionClose:
+		s.sessionOp(inst, f)
 	case subservice.OpHello:
 		fail(subservice.CodeBadFrame, "already welcomed")
 	default:
@@ -263,5 +272,237 @@ func (s *Supervisor) writeLoop(inst *instance, c net.Conn) {
 			c.Close()
 			return
 		}
+	}
+}
+
+// SessionOpener opens hosted sessions for plugins. The node wiring
+// implements it over the mesh.
+type SessionOpener interface {
+	// OpenSession opens a session of the hosted plugin on node to (a node
+	// id or name) for the local plugin owner, and returns it once the
+	// host has started its program. A refusal by the host is a
+	// *session.RefusedError; a node that is not connected, an error
+	// wrapping ErrNoPeer.
+	OpenSession(ctx context.Context, owner, to, plugin, version string) (*session.Conn, error)
+}
+
+// Bounds of the session ops.
+const (
+	sessionOpenTimeout  = 30 * time.Second
+	sessionWriteTimeout = 10 * time.Second
+	sessionChunk        = 32 << 10
+)
+
+// instSessions are the sessions one plugin instance opened. Guarded by
+// Supervisor.sessMu.
+type instSessions struct {
+	ctx    context.Context // cancelled when the plugin's connection ends
+	cancel context.CancelFunc
+	live   map[string]*plugSession
+}
+
+// plugSession is one session a plugin opened.
+type plugSession struct {
+	conn     *session.Conn
+	wmu      sync.Mutex // one session-data write at a time
+	overflow bool       // the plugin's queue was full: we closed it
+}
+
+// sessionsOf returns inst's sessions, creating them; nil once inst's
+// connection has ended.
+func (s *Supervisor) sessionsOf(inst *instance) *instSessions {
+	s.mu.Lock()
+	gone := inst.gone
+	s.mu.Unlock()
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	is := s.psess[inst]
+	if is == nil && !gone {
+		ctx, cancel := context.WithCancel(context.Background())
+		is = &instSessions{ctx: ctx, cancel: cancel, live: make(map[string]*plugSession)}
+		s.psess[inst] = is
+	}
+	return is
+}
+
+// endSessions closes the sessions of an instance whose connection ended.
+func (s *Supervisor) endSessions(inst *instance) {
+	s.sessMu.Lock()
+	is := s.psess[inst]
+	delete(s.psess, inst)
+	var live []*plugSession
+	if is != nil {
+		for _, ps := range is.live {
+			live = append(live, ps)
+		}
+	}
+	s.sessMu.Unlock()
+	if is == nil {
+		return
+	}
+	is.cancel()
+	for _, ps := range live {
+		s.wg.Go(func() { ps.conn.Close() })
+	}
+}
+
+// openSession serves an open frame: the session is opened in the
+// background and the plugin gets a session frame ("opened") or an error
+// frame with the open's id.
+func (s *Supervisor) openSession(inst *instance, f *subservice.Frame) {
+	fail := func(code, msg string) {
+		s.reply(nil, inst, &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: code, Message: msg, To: f.To})
+	}
+	switch {
+	case s.cfg.Sessions == nil:
+		fail(subservice.CodeSessionRefused, "this node does not open sessions")
+		return
+	case f.To == "" || f.Plugin == "":
+		fail(subservice.CodeBadFrame, "open needs to (a node) and plugin")
+		return
+	}
+	is := s.sessionsOf(inst)
+	if is == nil {
+		return
+	}
+	owner := inst.p.name
+	s.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(is.ctx, sessionOpenTimeout)
+		conn, err := s.cfg.Sessions.OpenSession(ctx, owner, f.To, f.Plugin, f.Version)
+		cancel()
+		if err != nil {
+			var re *session.RefusedError
+			switch {
+			case errors.As(err, &re):
+				fail(subservice.CodeSessionRefused, re.Error())
+			case errors.Is(err, ErrNoPeer):
+				fail(subservice.CodeNoPeer, err.Error())
+			default:
+				fail(subservice.CodeSessionRefused, err.Error())
+			}
+			return
+		}
+		info := conn.Info()
+		ps := &plugSession{conn: conn}
+		s.sessMu.Lock()
+		live := s.psess[inst] == is
+		if live {
+			is.live[info.Session] = ps
+		}
+		s.sessMu.Unlock()
+		if !live { // the plugin went away meanwhile
+			conn.Close()
+			return
+		}
+		host := info.Host
+		s.reply(nil, inst, &subservice.Frame{Op: subservice.OpSession, ID: f.ID, Session: info.Session, Event: subservice.SessionOpened,
+			Plugin: info.Plugin, Version: info.Version, Node: &host})
+		s.log.Debug("plugin opened a session", "plugin", owner, "session", info.Session[:8], "host", host.Name, "hosted", info.Plugin)
+		s.pumpSession(inst, is, info.Session, ps)
+	})
+}
+
+// pumpSession hands a session's output to the plugin as session-data
+// frames (split only between UTF-8 characters) until it ends, then tells
+// the plugin why.
+func (s *Supervisor) pumpSession(inst *instance, is *instSessions, id string, ps *plugSession) {
+	buf := make([]byte, sessionChunk)
+	var carry []byte
+	send := func(text string) bool {
+		data, _ := json.Marshal(text)
+		line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpSessionData, Session: id, Data: data})
+		if err != nil {
+			return false
+		}
+		s.mu.Lock()
+		err = s.push(inst, line)
+		s.mu.Unlock()
+		return err == nil
+	}
+	for {
+		n, err := ps.conn.Read(buf)
+		if n > 0 && !ps.overflow {
+			b := append(carry, buf[:n]...)
+			k := utf8Prefix(b)
+			carry = append([]byte(nil), b[k:]...)
+			if k > 0 && !send(string(b[:k])) {
+				// The plugin does not read: end the session rather than
+				// lose part of its output.
+				ps.overflow = true
+				s.wg.Go(func() { ps.conn.Close() })
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if len(carry) > 0 && !ps.overflow {
+		send(string(carry)) // an incomplete character at the very end
+	}
+	s.sessMu.Lock()
+	delete(is.live, id)
+	s.sessMu.Unlock()
+	e, _ := ps.conn.End()
+	if ps.overflow {
+		e = session.End{Code: session.CodeOverflow, Reason: "the plugin did not read the session's output fast enough (its queue was full); the session was closed"}
+	}
+	s.reply(nil, inst, &subservice.Frame{Op: subservice.OpSession, Session: id, Event: subservice.SessionClosed,
+		Code: e.Code, Reason: e.Reason, Exit: e.Exit})
+}
+
+// utf8Prefix returns the length of b without an incomplete UTF-8 sequence
+// at its end.
+func utf8Prefix(b []byte) int {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if utf8.FullRune(b[i:]) {
+				return len(b)
+			}
+			return i
+		}
+	}
+	return len(b)
+}
+
+// sessionOp serves session-data, session-eof and session-close frames.
+func (s *Supervisor) sessionOp(inst *instance, f *subservice.Frame) {
+	fail := func(code, msg string) {
+		s.reply(nil, inst, &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: code, Message: msg, Session: f.Session})
+	}
+	var ps *plugSession
+	s.sessMu.Lock()
+	if is := s.psess[inst]; is != nil {
+		ps = is.live[f.Session]
+	}
+	s.sessMu.Unlock()
+	if ps == nil {
+		fail(subservice.CodeNoSession, fmt.Sprintf("no open session %q of this plugin", f.Session))
+		return
+	}
+	switch f.Op {
+	case subservice.OpSessionData:
+		text, err := f.SessionText()
+		if err != nil {
+			fail(subservice.CodeBadFrame, err.Error())
+			return
+		}
+		ps.wmu.Lock()
+		defer ps.wmu.Unlock()
+		ps.conn.SetWriteDeadline(time.Now().Add(sessionWriteTimeout))
+		n, err := ps.conn.Write([]byte(text))
+		switch {
+		case errors.Is(err, session.ErrEnded):
+			fail(subservice.CodeNoSession, err.Error())
+		case errors.Is(err, session.ErrTimeout):
+			fail(subservice.CodeSessionBusy, fmt.Sprintf("the session's program did not read its input for %v: %d of %d bytes sent", sessionWriteTimeout, n, len(text)))
+		case err != nil:
+			fail(subservice.CodeNoSession, err.Error())
+		}
+	case subservice.OpSessionEOF:
+		if err := ps.conn.CloseWrite(); err != nil {
+			fail(subservice.CodeNoSession, err.Error())
+		}
+	case subservice.OpSessionClose:
+		s.wg.Go(func() { ps.conn.Close() })
 	}
 }

@@ -170,6 +170,9 @@ type Config struct {
 	HelloTimeout time.Duration
 	// LogMaxBytes is the size at which a plugin log is rotated (default 4 MiB).
 	LogMaxBytes int64
+	// Sessions opens hosted sessions for plugins that send "open" and
+	// carries their session-data (docs/PROTOCOL.md). Nil: opens are refused.
+	Sessions SessionOpener
 }
 
 func (c *Config) setDefaults() {
@@ -234,6 +237,9 @@ type Supervisor struct {
 	logsMu sync.Mutex
 	logs   map[string]*logFile
 
+	sessMu sync.Mutex
+	psess  map[*instance]*instSessions // hosted sessions opened by plugins
+
 	wg sync.WaitGroup
 }
 
@@ -280,6 +286,7 @@ func New(cfg Config) (*Supervisor, error) {
 		pend:    make(map[uint64]pending),
 		ring:    make([]uint64, pendingCap),
 		logs:    make(map[string]*logFile),
+		psess:   make(map[*instance]*instSessions),
 	}
 	self := cfg.Router.Self()
 	for _, p := range cfg.Router.Peers() {
