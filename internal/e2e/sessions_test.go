@@ -334,6 +334,45 @@ func TestSessions(t *testing.T) {
 		}
 	})
 
+	t.Run("a plugin opens a session through the plugin protocol", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "opener")
+		os.MkdirAll(dir, 0o755)
+		man := `{"name":"opener","version":"1.0.0","command":["python3","opener.py"],"mode":"local","protocol":1}`
+		if err := os.WriteFile(filepath.Join(dir, "nearby.json"), []byte(man), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "opener.py"), []byte(openerPlugin), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		archive, err := distrib.Pack(dir, staging, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		drop(t, archive, h1.dist)
+		waitFor(t, 5*time.Second, "h1 lists opener", func() error { _, err := lsEntry(h1, "opener"); return err })
+		runPlugin(t, h1, "opener")
+		var log string
+		waitFor(t, 15*time.Second, "the plugin's session to run its course", func() error {
+			log = pluginLog(t, h1, "opener")
+			if !strings.Contains(log, "closed closed") {
+				return fmt.Errorf("log so far:\n%s", log)
+			}
+			return nil
+		})
+		if !strings.Contains(log, `"event": "opened"`) || !strings.Contains(log, "nigulp a morf olleh") || !strings.Contains(log, `"version": "1.1.0"`) {
+			t.Fatalf("plugin log:\n%s", log)
+		}
+		var mine []control.Session
+		for _, s := range h1.sessions(t).Sessions {
+			if s.Owner == "plugin opener" {
+				mine = append(mine, s)
+			}
+		}
+		if len(mine) != 1 || mine[0].EndCode != "closed" || mine[0].Host.Name != "h3" {
+			t.Fatalf("h1's table: %+v", mine)
+		}
+	})
+
 	t.Run("limits", func(t *testing.T) {
 		drop(t, packRev(t, key, staging, "revlimit", "1.0.0", map[string]any{"max_sessions": 1, "idle_timeout": "1s", "output_buffer": 65536}), h3.dist)
 		waitFor(t, 5*time.Second, "h3 lists revlimit", func() error { _, err := lsEntry(h3, "revlimit"); return err })
@@ -415,3 +454,30 @@ func BenchmarkSessionOpen(b *testing.B) {
 	report(opens, "open")
 	report(replies, "reply")
 }
+
+// openerPlugin is a local plugin in plain Python that opens a session on
+// rev@h3 through the plugin protocol, says hello, closes the session when
+// the answer comes, and logs every frame.
+const openerPlugin = `import json, os, socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(os.environ["NEARBY_SOCKET"])
+lines = sock.makefile("rb")
+def send(frame):
+    sock.sendall(json.dumps(frame, separators=(",", ":")).encode() + b"\n")
+send({"op": "hello", "token": os.environ["NEARBY_TOKEN"], "protocol": 1})
+send({"op": "open", "id": 1, "to": "h3", "plugin": "rev"})
+session = None
+for line in lines:
+    if not line.strip():
+        continue
+    f = json.loads(line)
+    print("got", json.dumps(f, sort_keys=True), flush=True)
+    if f["op"] == "session" and f["event"] == "opened":
+        session = f["session"]
+        send({"op": "session-data", "session": session, "data": "hello from a plugin\n"})
+    elif f["op"] == "session-data" and "nigulp" in f["data"]:
+        send({"op": "session-close", "session": session})
+    elif f["op"] == "session" and f["event"] == "closed":
+        print("closed", f["code"], f["reason"], flush=True)
+sys.exit(1)
+`

@@ -303,7 +303,7 @@ func (s *hostSession) readLoop(fr *frameReader) {
 			case errors.Is(err, ErrProtocol):
 				s.end(End{Code: CodeProtocol, Reason: "the presenter broke the protocol: " + err.Error()})
 			default:
-				s.end(End{Code: CodeLost, Reason: "the presenter's stream ended: " + err.Error()})
+				s.end(End{Code: CodeLost, Reason: fmt.Sprintf("the connection to the presenter's node %s was lost: %v", s.presenter.Name, err)})
 			}
 			return
 		}
