@@ -713,3 +713,54 @@ func TestTrayStartedByNode(t *testing.T) {
 		t.Fatalf("h2: %v", err)
 	}
 }
+
+// TestTrayCommand: `nearby tray` replaces itself with nearby-tray (the
+// icon's pid is the pid of the nearby process we started), refuses to run
+// without a session bus, and says how to build nearby-tray when it is
+// missing.
+func TestTrayCommand(t *testing.T) {
+	bus := startSessionBus(t)
+	bin := netlab.BuildNearby(t)
+	netlab.Binary(t, "github.com/nearbymesh/nearby/cmd/nearby-tray")
+	state := t.TempDir() // no node: the tray shows that and waits
+
+	run := func(bin string, env ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "tray", "--state", state)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run(bin, "DBUS_SESSION_BUS_ADDRESS=unix:path="+filepath.Join(t.TempDir(), "none"))
+	if err == nil || !strings.Contains(out, "no desktop session bus") {
+		t.Errorf("nearby tray without a bus: %v\n%s", err, out)
+	}
+	lone := filepath.Join(t.TempDir(), "nearby")
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lone, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(lone, "PATH=/usr/bin:/bin", "DBUS_SESSION_BUS_ADDRESS="+bus.addr)
+	if err == nil || !strings.Contains(out, "nearby-tray not found") || !strings.Contains(out, "go build -o") {
+		t.Errorf("nearby tray without nearby-tray: %v\n%s", err, out)
+	}
+
+	cmd := exec.Command(bin, "tray", "--state", state)
+	cmd.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS="+bus.addr, "GORACE=atexit_sleep_ms=0")
+	if err := startDying(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopProc(cmd) })
+	pn := newPanel(t, bus)
+	name, _ := pn.waitItem("the icon of `nearby tray`", func(pid int) bool { return pid == cmd.Process.Pid })
+	pn.waitLayout(name, pn.menuPath(name), 10*time.Second, "the no-node menu", func(m *menuItem) error {
+		if m.find("Nearby: no node (not running)") == nil {
+			return fmt.Errorf("no no-node status line")
+		}
+		return nil
+	})
+}
