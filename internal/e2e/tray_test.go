@@ -485,8 +485,8 @@ func (p *panel) menuPath(name string) dbus.ObjectPath {
 
 // TestTray: the tray of h1 shows what `nearby ls` shows, runs a subservice
 // published on h2 when it is clicked, shows the plugin's own menu and
-// forwards a click on it, shows an archive dropped on h3 within 2 s, and
-// quits without touching the node.
+// forwards a click on it, shows an archive dropped on h3 within 2 s,
+// follows h1 through a restart, and quits without touching the node.
 func TestTray(t *testing.T) {
 	bus := startSessionBus(t)
 	c := newCluster(t, 3)
@@ -626,6 +626,22 @@ func TestTray(t *testing.T) {
 	pn.waitLayout(name, menu, 10*time.Second, "Running empty", func(m *menuItem) error {
 		if m.path("Running (0)", "nothing running") == nil {
 			return fmt.Errorf("Running not empty")
+		}
+		return nil
+	})
+
+	// h1 restarts: the tray shows it away, then reconnects by itself.
+	h1.stop()
+	pn.waitLayout(name, menu, 10*time.Second, "h1 shown unreachable", func(m *menuItem) error {
+		if m.find("Nearby: h1 unreachable, retrying…") == nil {
+			return fmt.Errorf("h1 not shown unreachable")
+		}
+		return nil
+	})
+	h1.start("--no-tray")
+	pn.waitLayout(name, menu, 15*time.Second, "h1 back in the menu", func(m *menuItem) error {
+		if m.find("Nearby: h1 · ") == nil || m.path("Subservices (3)", "poll 1.0.0") == nil {
+			return fmt.Errorf("h1 not back")
 		}
 		return nil
 	})
