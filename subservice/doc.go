@@ -27,5 +27,14 @@
 //	node:   {"op":"message","from":"…","from_name":"bravo","broadcast":false,"data":{"text":"hi alpha"}}
 //	node:   {"op":"error","id":3,"code":"no-subservice","message":"…","to":"…"}
 //
+// A plugin can also open a session on a hosted plugin of another node: a
+// program of its own runs there, fed by Session.Write and read from
+// Session.Data (docs/PROTOCOL.md §12, docs/SESSIONS.md):
+//
+//	s, err := p.Open(ctx, "gpu-box", "rev")
+//	s.Write("hello\n")
+//	fmt.Print(<-s.Data()) // "olleh\n"
+//	s.Close()
+//
 // The node side (supervisor, socket server) lives in internal/supervisor.
 package subservice

@@ -161,7 +161,7 @@ func (n *Node) sessionStream(ctx context.Context, node, service string) (net.Con
 	}
 	id, err := n.resolvePeer(node)
 	if err != nil {
-		return nil, session.Peer{}, fmt.Errorf("%w: %v", supervisor.ErrNoPeer, err)
+		return nil, session.Peer{}, noPeerError{err}
 	}
 	p := n.peerOf(id)
 	c, err := n.mesh.OpenStream(ctx, id, service)
@@ -170,6 +170,13 @@ func (n *Node) sessionStream(ctx context.Context, node, service string) (net.Con
 	}
 	return c, p, err
 }
+
+// noPeerError is a node name that names no connected peer; it is also
+// supervisor.ErrNoPeer, so that plugins get the no-peer code.
+type noPeerError struct{ err error }
+
+func (e noPeerError) Error() string   { return e.err.Error() }
+func (e noPeerError) Unwrap() []error { return []error{e.err, supervisor.ErrNoPeer} }
 
 // openSession opens a session of plugin on node and returns it pending.
 func (n *Node) openSession(ctx context.Context, node, plugin, version string) (*session.Pending, error) {
