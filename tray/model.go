@@ -20,6 +20,7 @@ const (
 	ActionQuit                    // quit the tray (never the node)
 )
 
+// String returns the action's name, e.g. "run".
 func (k ActionKind) String() string {
 	switch k {
 	case ActionNone:

@@ -50,8 +50,10 @@ type Config struct {
 
 // Errors returned by Run and Verify.
 var (
+	// ErrNoStateDir: Config has neither StateDir nor Client.
 	ErrNoStateDir = errors.New("tray: no state directory")
-	ErrNilUI      = errors.New("tray: no UI")
+	// ErrNilUI: Run was given no UI.
+	ErrNilUI = errors.New("tray: no UI")
 )
 
 // Verify fills in defaults and checks the configuration.
