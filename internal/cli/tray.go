@@ -124,21 +124,25 @@ func StartTray(ctx context.Context, env *Env, noTray bool, next func(control.Sta
 		if noTray {
 			return
 		}
+		// In a goroutine: the node calls Ready on its own path and must
+		// not wait for a bus that is slow to answer.
 		once.Do(func() {
-			if _, err := tray.SessionBus(ctx); err != nil {
-				env.Log.Info("no desktop session bus: running headless (no tray icon)", "why", err.Error())
-				return
-			}
-			bin, err := findTrayBinary()
-			if err != nil {
-				env.Log.Warn("no tray icon", "err", err.Error())
-				return
-			}
-			level := "info"
-			if env.Log.Enabled(ctx, slog.LevelDebug) {
-				level = "debug"
-			}
-			go superviseTray(ctx, env.Log, bin, []string{"--state", st.StateDir, "--log-level", level})
+			go func() {
+				if _, err := tray.SessionBus(ctx); err != nil {
+					env.Log.Info("no desktop session bus: running headless (no tray icon)", "why", err.Error())
+					return
+				}
+				bin, err := findTrayBinary()
+				if err != nil {
+					env.Log.Warn("no tray icon", "err", err.Error())
+					return
+				}
+				level := "info"
+				if env.Log.Enabled(ctx, slog.LevelDebug) {
+					level = "debug"
+				}
+				superviseTray(ctx, env.Log, bin, []string{"--state", st.StateDir, "--log-level", level})
+			}()
 		})
 	}
 }

@@ -69,6 +69,9 @@ func Run(ctx context.Context, cfg tray.Config) error {
 	if err := published(ctx, addr, cfg.Logger); err != nil {
 		// Not calling end: with no bus connection it would panic, and the
 		// process is about to exit anyway.
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return err
 	}
 	cfg.Logger.Debug("desktop: tray icon published", "bus_name", ItemName(os.Getpid()))
