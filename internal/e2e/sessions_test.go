@@ -269,6 +269,9 @@ func TestSessions(t *testing.T) {
 		if !strings.Contains(c.nodes[2].proc.Stderr(), "session control refused") {
 			t.Error("the host did not log the refused control requests")
 		}
+		if log := pluginLog(t, h3, "rev"); !strings.Contains(log, "session "+s1.ID[:8]+": rev 1.0.0: session for h1") {
+			t.Errorf("the program's stderr is not in the host's log:\n%s", log)
+		}
 
 		// Killing one session's program ends that session only; its
 		// presenter is told.
@@ -395,6 +398,22 @@ func TestSessions(t *testing.T) {
 		if hosted.MaxSessions != 1 || hosted.IdleTimeout != "1s" || hosted.OutputBuffer != 65536 {
 			t.Fatalf("h3 serves %+v", hosted)
 		}
+	})
+
+	t.Run("presenter node shutdown tells nearby open", func(t *testing.T) {
+		p := h1.open(t, "rev@h3")
+		p.send(t, "y")
+		p.waitOutput(t, "y\n")
+		id := hostedSession(t, h3, "h1", "rev").ID
+		h1.stop()
+		if err, stderr := p.waitExit(t); err == nil || !strings.Contains(stderr, "h1 is shutting down") {
+			t.Fatalf("session at presenter shutdown: %v\n%s", err, stderr)
+		}
+		if s := waitSessionEnded(t, h3, id, "host"); s.EndCode != "closed" {
+			t.Fatalf("host: %+v", s)
+		}
+		h1.start(h1.args...)
+		waitFor(t, 15*time.Second, "h1 back", func() error { return c.fullMesh([]*node{h1, h3}) })
 	})
 
 	t.Run("host shutdown tells the presenter", func(t *testing.T) {

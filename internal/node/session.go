@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nearbymesh/nearby/distrib"
@@ -35,9 +36,10 @@ const (
 // programs of sessions others open here, the Registry tracks those opened
 // from here (by `nearby open` or by plugins).
 type sessions struct {
-	host *session.Host
-	reg  *session.Registry
-	wg   sync.WaitGroup // relays and local streams
+	host     *session.Host
+	reg      *session.Registry
+	wg       sync.WaitGroup // relays and local streams
+	stopping atomic.Bool    // the node is shutting down
 }
 
 // initSessions builds the session host and registry; run calls it before
@@ -80,6 +82,7 @@ func (n *Node) sessionsFirst(ctx context.Context) context.Context {
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	context.AfterFunc(ctx, func() {
 		defer cancel()
+		n.sess.stopping.Store(true)
 		var wg sync.WaitGroup
 		wg.Go(func() { n.sess.reg.CloseAll(sessionStopWait) })
 		wg.Go(n.sess.host.Close)
@@ -276,7 +279,14 @@ func (n *Node) handleOpen(w http.ResponseWriter, r *http.Request) {
 	ran := make(chan struct{})
 	in := session.Info{ID: p.Opened.Session, Plugin: p.Opened.Plugin, Version: p.Opened.Version, Host: p.Opened.Host,
 		Presenter: session.Peer{ID: string(n.id.ID), Name: n.cfg.Name}, Owner: "cli", Started: time.Now()}
-	ended := n.sess.reg.Add(in, func() { relay.Close(); <-ran }, relay.Counts)
+	ended := n.sess.reg.Add(in, func() {
+		if n.sess.stopping.Load() {
+			relay.CloseWith(session.End{Code: session.CodeShutdown, Reason: fmt.Sprintf("the presenter's node %s is shutting down", n.cfg.Name)})
+		} else {
+			relay.Close()
+		}
+		<-ran
+	}, relay.Counts)
 	end := relay.Run()
 	close(ran)
 	ended(end)

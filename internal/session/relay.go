@@ -23,6 +23,7 @@ type Relay struct {
 	rmu       sync.Mutex // serialises writes to the host
 	closeOnce sync.Once
 	closeReq  chan struct{}
+	override  atomic.Pointer[End] // what the local presenter is told instead
 
 	bytesIn, bytesOut atomic.Uint64
 }
@@ -35,6 +36,14 @@ func (p *Pending) Relay(local net.Conn) *Relay {
 
 // Counts returns the bytes relayed to the program and from it.
 func (r *Relay) Counts() (in, out uint64) { return r.bytesIn.Load(), r.bytesOut.Load() }
+
+// CloseWith is Close, but the local presenter (and Run's result) gets e
+// as the reason instead of the host's: the node closes the session for a
+// reason of its own, such as its shutdown.
+func (r *Relay) CloseWith(e End) {
+	r.override.CompareAndSwap(nil, &e)
+	r.Close()
+}
 
 // Close asks the host to end the session (CodeClosed); Run returns once it
 // has, or 5 s later.
@@ -109,6 +118,9 @@ func (r *Relay) Run() End {
 		}
 		end = *e
 		break
+	}
+	if o := r.override.Load(); o != nil && (end.Code == CodeClosed || end.Code == CodeLost) {
+		end = *o
 	}
 	if localOK {
 		// Tell the local presenter why, if it still listens.

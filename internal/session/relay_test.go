@@ -113,6 +113,25 @@ func TestRelayCloseByNode(t *testing.T) {
 	}
 }
 
+// TestRelayCloseWith: the node closes the session for a reason of its own;
+// the presenter hears that reason.
+func TestRelayCloseWith(t *testing.T) {
+	h := newHost(t, nil)
+	tr := newPipeTransport(t, h)
+	mustServe(t, h, spec(installDir(t), "echo", "1.0.0", "echo"))
+	cli, r, ended := relayed(t, tr, "echo")
+	r.CloseWith(End{Code: CodeShutdown, Reason: "the presenter's node is shutting down"})
+	if e := relayEnd(t, ended); e.Code != CodeShutdown {
+		t.Fatalf("relay end %+v", e)
+	}
+	if e := waitEnd(t, cli); e.Code != CodeShutdown || !strings.Contains(e.Reason, "shutting down") {
+		t.Fatalf("presenter told %+v", e)
+	}
+	if in := waitHostEnded(t, h, cli.Info().Session); in.End.Code != CodeClosed {
+		t.Fatalf("host: %+v", in.End)
+	}
+}
+
 // TestRelayHostGone: the host's stream breaks; the presenter hears "lost".
 func TestRelayHostGone(t *testing.T) {
 	h := newHost(t, nil)
