@@ -11,6 +11,7 @@ all: build
 
 build:
 	$(GO) build -o bin/nearby ./cmd/nearby
+	$(GO) build -o bin/nearby-tray ./cmd/nearby-tray
 
 # The suite runs inside a fresh network namespace (scripts/isolated.sh):
 # modules are fetched and packages compiled first, since the namespace has no

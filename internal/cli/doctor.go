@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nearbymesh/nearby/internal/control"
+	"github.com/nearbymesh/nearby/tray"
 )
 
 // check is one finding of `nearby doctor`.
@@ -91,7 +92,7 @@ func doctor(ctx context.Context, env *Env) []check {
 	}
 	out = append(out, firewall(port))
 	out = append(out, inotifyLimits()...)
-	out = append(out, sessionBus())
+	out = append(out, sessionBus(ctx))
 	if nodeErr == nil {
 		out = append(out, clockSkew(cctx, env))
 	}
@@ -211,22 +212,13 @@ func inotifyLimits() []check {
 	return out
 }
 
-func sessionBus() check {
+func sessionBus(ctx context.Context) check {
 	c := check{Name: "tray (session bus)"}
-	addr := os.Getenv("DBUS_SESSION_BUS_ADDRESS")
-	if addr == "" {
-		c.Status, c.Detail = "warn", "no DBUS_SESSION_BUS_ADDRESS: the node runs without a tray icon"
-		c.Fix = "run nearby up from a desktop session (or as a systemd --user service)"
+	addr, err := tray.SessionBus(ctx)
+	if err != nil {
+		c.Status, c.Detail = "warn", err.Error()+": the node runs without a tray icon"
+		c.Fix = "run nearby up from a desktop session (or run `nearby tray` from the session's autostart)"
 		return c
-	}
-	if path, ok := strings.CutPrefix(addr, "unix:path="); ok {
-		path, _, _ = strings.Cut(path, ",")
-		if conn, err := net.DialTimeout("unix", path, time.Second); err != nil {
-			c.Status, c.Detail = "warn", "the session bus at "+path+" does not answer: "+err.Error()
-			return c
-		} else {
-			conn.Close()
-		}
 	}
 	c.Status, c.Detail = "ok", addr
 	return c

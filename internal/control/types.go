@@ -165,8 +165,12 @@ const (
 	EventDist     = "dist"
 	EventMessage  = "message"
 	EventResult   = "result"
-	EventError    = "error"
-	EventHello    = "hello"
+	// EventUpdateFailed reports, on /v1/events, that an automatic update
+	// of a running plugin failed (the running version stays). Unlike
+	// EventError it does not end a stream.
+	EventUpdateFailed = "update-failed"
+	EventError        = "error"
+	EventHello        = "hello"
 	// EventSession: a hosted session opened or ended (Session set).
 	EventSession = "session"
 )

@@ -202,7 +202,7 @@ func (n *Node) autoUpdate(ctx context.Context) {
 		res, err := n.ensureInstalled(ctx, control.FetchRequest{Name: st.Name}, nil)
 		if err != nil {
 			n.log.Warn("auto-update failed; the running version stays", "plugin", st.Name, "running", st.Version, "err", err)
-			n.hub.publish(control.Event{Type: control.EventError, Error: &control.Error{Error: fmt.Sprintf("update of %s failed: %v", st.Name, err)}})
+			n.hub.publish(control.Event{Type: control.EventUpdateFailed, Message: fmt.Sprintf("update of %s failed: %v", st.Name, err)})
 			continue
 		}
 		if res.inst.Version != st.Version {
