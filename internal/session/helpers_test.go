@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,7 +136,7 @@ func newMeshTransport(t testing.TB, h *Host, presenters ...Peer) *meshTransport 
 		t.Fatal(err)
 	}
 	ids := map[mesh.NodeID]Peer{}
-	start := func(name string, handlers map[string]mesh.StreamHandler) *mesh.Mesh {
+	start := func(name string, handlers map[string]mesh.StreamHandler, static ...string) *mesh.Mesh {
 		id, err := mesh.NewIdentity()
 		if err != nil {
 			t.Fatal(err)
@@ -146,6 +145,7 @@ func newMeshTransport(t testing.TB, h *Host, presenters ...Peer) *meshTransport 
 		cfg.Identity, cfg.Key, cfg.Name, cfg.ListenAddr = id, key, name, "127.0.0.1:0"
 		cfg.ReconnectMin, cfg.ReconnectMax = 50*time.Millisecond, 500*time.Millisecond
 		cfg.Handlers = handlers
+		cfg.StaticPeers = static // no polite delay, unlike hints
 		cfg.Logger = slog.New(slog.DiscardHandler)
 		m, err := mesh.New(cfg)
 		if err != nil {
@@ -173,13 +173,11 @@ func newMeshTransport(t testing.TB, h *Host, presenters ...Peer) *meshTransport 
 	// Closing the Host before the meshes stop lets their handlers return.
 	t.Cleanup(h.Close)
 	for _, p := range presenters {
-		m := start(p.Name, nil)
+		m := start(p.Name, nil, mt.host.Addr().String())
 		mu.Lock()
 		ids[m.ID()] = p
 		mu.Unlock()
 		mt.nodes[p.Name] = m
-		addr := mt.host.Addr().(*net.TCPAddr).AddrPort()
-		m.AddHint(mesh.Hint{ID: mt.host.ID(), Addrs: []netip.AddrPort{addr}})
 	}
 	for _, m := range mt.nodes {
 		deadline := time.Now().Add(wait)
