@@ -400,6 +400,32 @@ func TestSessions(t *testing.T) {
 		}
 	})
 
+	t.Run("the presenter closes", func(t *testing.T) {
+		p := h1.open(t, "rev@h3")
+		p.send(t, "z")
+		p.waitOutput(t, "z\n")
+		id := hostedSession(t, h3, "h1", "rev").ID
+		if _, stderr, err := h1.cli(20*time.Second, "sessions", "close", id[:8]); err != nil {
+			t.Fatalf("close: %v\n%s", err, stderr)
+		}
+		if err, stderr := p.waitExit(t); err != nil {
+			t.Fatalf("nearby open after its session was closed: %v\n%s", err, stderr)
+		}
+		if s := waitSessionEnded(t, h3, id, "host"); s.EndCode != "closed" {
+			t.Fatalf("host: %+v", s)
+		}
+		// Ctrl-C closes the session too.
+		q := h1.open(t, "rev@h3")
+		qid := hostedSession(t, h3, "h1", "rev").ID
+		q.proc.Signal(syscall.SIGINT)
+		if err, stderr := q.waitExit(t); err != nil {
+			t.Fatalf("nearby open after Ctrl-C: %v\n%s", err, stderr)
+		}
+		if s := waitSessionEnded(t, h3, qid, "host"); s.EndCode != "closed" {
+			t.Fatalf("host after Ctrl-C: %+v", s)
+		}
+	})
+
 	t.Run("presenter node shutdown tells nearby open", func(t *testing.T) {
 		p := h1.open(t, "rev@h3")
 		p.send(t, "y")
