@@ -59,6 +59,7 @@ func (n *Node) api() http.Handler {
 	mux.HandleFunc("GET /v1/clock", n.handleClock)
 	mux.HandleFunc("GET /v1/trust", n.handleTrustList)
 	mux.HandleFunc("POST /v1/trust", n.handleTrust)
+	mux.HandleFunc("GET /v1/debug/runtime", n.handleDebugRuntime)
 	n.sessionRoutes(mux)
 	return mux
 }
