@@ -39,6 +39,8 @@ var scripts = map[string]string{
 	"exit3": "#!/bin/sh\nread line\necho \"got $line\" >&2\nexit 3\n",
 	// spam writes 4 MiB of output at once.
 	"spam": "#!/bin/sh\nexec head -c 4194304 /dev/zero\n",
+	// flood writes 32 MiB of output, then waits.
+	"flood": "#!/bin/sh\nhead -c 33554432 /dev/zero\nexec sleep 3600\n",
 	// deaf never reads its stdin and writes nothing.
 	"deaf": "#!/bin/sh\nexec sleep 3600\n",
 	// stubborn ignores SIGTERM.

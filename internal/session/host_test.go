@@ -485,3 +485,41 @@ func TestOnChangeAndListing(t *testing.T) {
 		t.Fatalf("changes %v", seen)
 	}
 }
+
+// TestEndWithUnreadOutput: a presenter that stopped reading cannot keep an
+// ended session (or the host's Close) waiting beyond EndTimeout.
+func TestEndWithUnreadOutput(t *testing.T) {
+	transports(t, func(c *Config) { c.EndTimeout = 300 * time.Millisecond }, func(t *testing.T, h *Host, tr transport) {
+		s := spec(installDir(t), "flood", "1.0.0", "flood")
+		s.Limits.OutputBuffer = 64 << 20 // no overflow: the output just waits
+		mustServe(t, h, s)
+		c := open(t, tr, alicePeer, "flood")
+		id := c.Info().Session
+		// Wait until the host's writes stall: the presenter reads nothing.
+		var last uint64
+		for still, deadline := 0, time.Now().Add(wait); still < 3; {
+			if time.Now().After(deadline) {
+				t.Fatal("output never stalled")
+			}
+			time.Sleep(20 * time.Millisecond)
+			in := infoFor(t, h, id)
+			if in.BytesOut > 0 && in.BytesOut == last {
+				still++
+			} else {
+				still = 0
+			}
+			last = in.BytesOut
+		}
+		h.Stop("flood")
+		if in := waitHostEnded(t, h, id); in.End.Code != CodeStopped {
+			t.Fatalf("end %+v", in.End)
+		}
+		closed := make(chan struct{})
+		go func() { h.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(wait):
+			t.Fatal("Close waits for a presenter that does not read")
+		}
+	})
+}

@@ -87,6 +87,9 @@ func (s *hostSession) end(e End) {
 	if p != nil {
 		p.stdin.Close() // unblocks a stdin write the program does not read
 	}
+	// The rest of the output and the end frame get EndTimeout; this also
+	// unblocks a write to a presenter that stopped reading.
+	s.conn.SetWriteDeadline(time.Now().Add(s.h.cfg.EndTimeout))
 	s.log.printf(s.id, "ended: %s", e)
 	s.h.log.Debug("session ended", "session", short(s.id), "plugin", s.srv.spec.Name, "presenter", s.presenter.ID, "code", e.Code, "reason", e.Reason)
 }

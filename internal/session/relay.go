@@ -55,6 +55,8 @@ func (r *Relay) Close() {
 		r.p.c.Write(appendFrame(nil, frameClose, nil))
 		r.rmu.Unlock()
 		r.p.c.SetReadDeadline(time.Now().Add(r.endTimeout))
+		// A local presenter that stopped reading cannot hold the relay.
+		r.local.SetWriteDeadline(time.Now().Add(r.endTimeout))
 	})
 }
 
