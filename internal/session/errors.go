@@ -80,6 +80,7 @@ const (
 // RefusedError is a refusal from a host.
 type RefusedError struct{ Refusal }
 
+// Error returns the refusal and its hint.
 func (e *RefusedError) Error() string {
 	if e.Hint != "" {
 		return e.Refusal.Error + " (" + e.Hint + ")"
@@ -91,6 +92,7 @@ func (e *RefusedError) Error() string {
 // wraps ErrEnded.
 type EndedError struct{ End End }
 
+// Error returns why the session ended.
 func (e *EndedError) Error() string { return "session ended: " + e.End.Reason }
 
 // Unwrap returns ErrEnded.
