@@ -556,7 +556,7 @@ func (n *Node) updateHosted() {
 		}
 		if err != nil {
 			n.log.Warn("hosted plugin not updated; the running version stays", "plugin", srv.Name, "running", srv.Version, "err", err)
-			n.hub.publish(control.Event{Type: control.EventError, Error: &control.Error{Error: fmt.Sprintf("update of hosted %s failed: %v", srv.Name, err)}})
+			n.hub.publish(control.Event{Type: control.EventUpdateFailed, Message: fmt.Sprintf("update of hosted %s failed: %v", srv.Name, err)})
 		}
 	}
 }
