@@ -87,14 +87,9 @@ type fetchResult struct {
 // ensureInstalled makes sure the newest version of req is installed,
 // fetching it from a peer if needed. Progress goes to progress.
 func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, progress func(control.Progress)) (*fetchResult, error) {
-	done, wait := n.claim(req.Name)
-	if wait != nil {
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		done, _ = n.claim(req.Name)
+	done, err := n.acquire(ctx, req.Name)
+	if err != nil {
+		return nil, err
 	}
 	defer done()
 
@@ -157,6 +152,23 @@ func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, pr
 	n.log.Info("installed", "plugin", inst.Name, "version", inst.Version, "from", from)
 	n.hub.publish(control.Event{Type: control.EventInstall, Message: fmt.Sprintf("%s %s installed from %s", inst.Name, inst.Version, from)})
 	return res, nil
+}
+
+// acquire waits until it holds the install claim on name (see claim).
+// Several may be waiting when a claim is released (one per catalog event
+// from the peers); only one gets it and the others wait again.
+func (n *Node) acquire(ctx context.Context, name string) (release func(), err error) {
+	for {
+		release, wait := n.claim(name)
+		if wait == nil {
+			return release, nil
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // claim serialises installs per plugin name. It returns a release func, or
