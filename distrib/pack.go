@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/nearbymesh/nearby/internal/fsutil"
 )
 
 // packEpoch is the modification time of every entry Pack writes, so that
@@ -57,27 +58,28 @@ func Pack(dir, outDir string, signer ed25519.PrivateKey) (archivePath string, er
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return "", wrap(err, "pack")
 	}
-	f, err := os.CreateTemp(outDir, "."+file+".tmp-*")
-	if err != nil {
-		return "", wrap(err, "pack")
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	h := sha256.New()
-	if err := writeTarGz(io.MultiWriter(f, h), items); err != nil {
-		f.Close()
-		return "", wrap(err, "pack %s", dir)
-	}
-	if signer != nil {
-		if err := writeFileAtomic(out+SigExt, Sign(signer, h.Sum(nil)), 0o644); err != nil {
-			f.Close()
-			return "", wrap(err, "pack: write signature")
+	var fillErr error // already carries its context
+	err = fsutil.WriteAtomic(out, 0o644, func(w io.Writer) error {
+		h := sha256.New()
+		if err := writeTarGz(io.MultiWriter(w, h), items); err != nil {
+			fillErr = wrap(err, "pack %s", dir)
+			return fillErr
 		}
-	} else if err := os.Remove(out + SigExt); err != nil && !errors.Is(err, os.ErrNotExist) {
-		f.Close()
-		return "", wrap(err, "pack: remove stale signature")
-	}
-	if err := finishTemp(f, tmp, out, 0o644); err != nil {
+		// The signature goes first: a reader never sees the new archive
+		// beside a stale signature.
+		if signer != nil {
+			if err := fsutil.WriteFileAtomic(out+SigExt, Sign(signer, h.Sum(nil)), 0o644); err != nil {
+				fillErr = wrap(err, "pack: write signature")
+			}
+		} else if err := os.Remove(out + SigExt); err != nil && !errors.Is(err, os.ErrNotExist) {
+			fillErr = wrap(err, "pack: remove stale signature")
+		}
+		return fillErr
+	})
+	switch {
+	case fillErr != nil:
+		return "", fillErr
+	case err != nil:
 		return "", wrap(err, "pack")
 	}
 	return out, nil
@@ -235,13 +237,13 @@ func Publish(archivePath, distDir string) (dest string, err error) {
 		return dest, nil
 	}
 	if info.sig != nil {
-		if err := writeFileAtomic(dest+SigExt, info.sig, 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(dest+SigExt, info.sig, 0o644); err != nil {
 			return "", wrap(err, "publish")
 		}
 	} else if err := os.Remove(dest + SigExt); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", wrap(err, "publish: remove stale signature")
 	}
-	if err := copyFileAtomic(archivePath, dest, 0o644); err != nil {
+	if err := fsutil.CopyFileAtomic(archivePath, dest, 0o644); err != nil {
 		return "", wrap(err, "publish")
 	}
 	return dest, nil

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/nearbymesh/nearby/internal/fsutil"
 )
 
 // Signature file format (docs/ARCHIVES.md): one line of ASCII,
@@ -140,7 +142,7 @@ func LoadOrCreatePublisherKey(path string) (ed25519.PrivateKey, error) {
 		return nil, wrap(err, "generate publisher key")
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: publisherPEMType, Bytes: priv.Seed()})
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, data, 0o600); err != nil {
 		return nil, wrap(err, "save publisher key")
 	}
 	return priv, nil

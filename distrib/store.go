@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nearbymesh/nearby/internal/fsutil"
 )
 
 // OriginLocal is InstallOptions.Origin for archives from this node's own
@@ -439,7 +441,7 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	}
 	undo = append(undo, func() {
 		if recErr == nil {
-			writeFileAtomic(recPath, oldRec, 0o644)
+			fsutil.WriteFileAtomic(recPath, oldRec, 0o644)
 		} else {
 			os.Remove(recPath)
 		}
@@ -547,7 +549,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(b, '\n'), 0o644)
+	return fsutil.WriteFileAtomic(path, append(b, '\n'), 0o644)
 }
 
 func (s *Store) get(name, version string) (*Installed, bool) {

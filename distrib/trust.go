@@ -8,6 +8,8 @@ import (
 	"maps"
 	"os"
 	"sync"
+
+	"github.com/nearbymesh/nearby/internal/fsutil"
 )
 
 // TrustStore holds the publisher pins: for each plugin name, the SignerID
@@ -120,7 +122,7 @@ func (t *TrustStore) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(t.path, append(b, '\n'), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(t.path, append(b, '\n'), 0o600); err != nil {
 		return wrap(err, "save trust store")
 	}
 	return nil

@@ -9,7 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+
+	"github.com/nearbymesh/nearby/internal/fsutil"
 )
 
 // NodeID identifies a node on the mesh. It is the lowercase hex encoding of
@@ -85,7 +86,7 @@ func LoadOrCreateIdentity(path string) (*Identity, error) {
 		return nil, err
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: identityPEMType, Bytes: id.Private.Seed()})
-	if err := WriteFileAtomic(path, data, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, data, 0o600); err != nil {
 		return nil, fmt.Errorf("mesh: save node key: %w", err)
 	}
 	return id, nil
@@ -99,35 +100,4 @@ func parseIdentity(path string, b []byte) (*Identity, error) {
 	priv := ed25519.NewKeyFromSeed(blk.Bytes)
 	pub := priv.Public().(ed25519.PublicKey)
 	return &Identity{Private: priv, Public: pub, ID: IDFromPublicKey(pub)}, nil
-}
-
-// WriteFileAtomic writes data to a temporary file beside path and renames it
-// into place, so readers see either the old or the new content, never a part.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nearbymesh/nearby/mesh"
+	"github.com/nearbymesh/nearby/internal/fsutil"
 )
 
 // unitTemplate is the systemd user unit; %s is the nearby executable.
@@ -77,7 +77,7 @@ Examples:
 				dir = filepath.Join(home, ".config")
 			}
 			path := filepath.Join(dir, "systemd", "user", "nearby.service")
-			if err := mesh.WriteFileAtomic(path, []byte(unit), 0o644); err != nil {
+			if err := fsutil.WriteFileAtomic(path, []byte(unit), 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintln(env.Stdout, "wrote", path)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nearbymesh/nearby/internal/config"
 	"github.com/nearbymesh/nearby/internal/control"
+	"github.com/nearbymesh/nearby/internal/fsutil"
 	"github.com/nearbymesh/nearby/internal/node"
 	"github.com/nearbymesh/nearby/mesh"
 )
@@ -140,7 +141,7 @@ func loadMeshKey(state, file string) (key mesh.Key, created bool, err error) {
 	if key, err = mesh.NewKey(); err != nil {
 		return key, false, err
 	}
-	if err := mesh.WriteFileAtomic(path, []byte(key.String()+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, []byte(key.String()+"\n"), 0o600); err != nil {
 		return key, false, fmt.Errorf("save mesh key: %w", err)
 	}
 	return key, true, nil

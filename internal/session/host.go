@@ -13,6 +13,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/nearbymesh/nearby/internal/fsutil"
 )
 
 // Service is the mesh stream service of sessions, CtlService that of
@@ -261,7 +263,7 @@ func (h *Host) logFor(name string) *logFile {
 	defer h.mu.Unlock()
 	lf := h.logs[name]
 	if lf == nil {
-		lf = &logFile{path: h.LogPath(name), max: h.cfg.LogMaxBytes}
+		lf = &logFile{fsutil.Log{Path: h.LogPath(name), Max: h.cfg.LogMaxBytes}}
 		h.logs[name] = lf
 	}
 	return lf

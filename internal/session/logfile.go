@@ -4,63 +4,18 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
-	"sync"
 	"time"
+
+	"github.com/nearbymesh/nearby/internal/fsutil"
 )
 
-// logFile appends lines to a plugin's log, rotating it to path.1 when it
-// would grow past max bytes. Sessions of one plugin share it; it is safe
-// for concurrent use and never fails (a program's output must not stall
-// because its log cannot be written).
-type logFile struct {
-	mu   sync.Mutex
-	path string
-	max  int64
-	f    *os.File
-	size int64
-}
+// logFile is a hosted plugin's log, shared by its sessions: appended to,
+// rotated to path.1 past Config.LogMaxBytes (see fsutil.Log).
+type logFile struct{ fsutil.Log }
 
-func (l *logFile) writeLine(line string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil && !l.open() {
-		return
-	}
-	if l.size > 0 && l.size+int64(len(line)) > l.max {
-		l.f.Close()
-		l.f = nil
-		os.Rename(l.path, l.path+".1")
-		if !l.open() {
-			return
-		}
-	}
-	n, _ := l.f.WriteString(line)
-	l.size += int64(n)
-}
+func (l *logFile) writeLine(line string) { l.WriteString(line) }
 
-func (l *logFile) open() bool {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return false
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return false
-	}
-	l.f, l.size = f, fi.Size()
-	return true
-}
-
-func (l *logFile) close() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f != nil {
-		l.f.Close()
-		l.f = nil
-	}
-}
+func (l *logFile) close() { l.Close() }
 
 // printf writes one line of the node's own about a session.
 func (l *logFile) printf(id, format string, args ...any) {

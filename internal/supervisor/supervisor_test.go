@@ -940,20 +940,6 @@ func TestNewErrors(t *testing.T) {
 	cancelSub()
 }
 
-func TestLogRotation(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "p.log")
-	l := &logFile{path: path, max: 100}
-	for range 25 {
-		l.Write([]byte("0123456789"))
-	}
-	l.Close()
-	cur, _ := os.ReadFile(path)
-	old, _ := os.ReadFile(path + ".1")
-	if len(cur) > 100 || len(old) != 100 || len(cur)+len(old) != 250-100 {
-		t.Errorf("current %d bytes, previous %d bytes", len(cur), len(old))
-	}
-}
-
 func TestSubscribe(t *testing.T) {
 	m := newMesh(t)
 	a := m.node("alpha", nil)
