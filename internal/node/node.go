@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nearbymesh/nearby/discovery"
@@ -74,6 +75,11 @@ type Node struct {
 	updMu    sync.Mutex
 	updating map[string]chan struct{} // name -> done, for fetches in flight
 
+	// updates wakes runUpdates (coalesced); updatesHosted says whether our
+	// own dist folder changed too (hosted plugins restart from it).
+	updates       chan struct{}
+	updatesHosted atomic.Bool
+
 	seenMu sync.Mutex
 	seen   map[string]*control.Discovered // node id -> what mDNS told us
 }
@@ -113,7 +119,7 @@ func newNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, id: id, hub: newHub(),
+	n := &Node{cfg: cfg, log: cfg.Logger, id: id, hub: newHub(), updates: make(chan struct{}, 1),
 		updating: make(map[string]chan struct{}), seen: make(map[string]*control.Discovered)}
 	return n, nil
 }
@@ -224,6 +230,7 @@ func (n *Node) run(ctx context.Context) (err error) {
 	part("catalog", n.pumpCatalog)
 	part("events", n.pumpMeshEvents)
 	part("plugin-events", n.pumpPluginEvents)
+	part("updates", n.runUpdates)
 
 	dsrv := &http.Server{Handler: n.dist.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	wg.Go(func() { dsrv.Serve(httpLn) })
@@ -369,8 +376,35 @@ func (n *Node) pumpCatalog(ctx context.Context) error {
 				n.disc.Update(n.record())
 			}
 			n.hub.publish(control.Event{Type: control.EventDist, Message: fmt.Sprintf("%d archives, %d invalid", len(cat.Entries), len(n.dist.Index().Invalid))})
-			go n.autoUpdate(ctx)
-			go n.updateHosted()
+			n.kickUpdates(true)
+		}
+	}
+}
+
+// kickUpdates asks runUpdates to look for newer versions of what runs
+// here; many kicks while it works make one more pass, not many.
+func (n *Node) kickUpdates(hosted bool) {
+	if hosted {
+		n.updatesHosted.Store(true)
+	}
+	select {
+	case n.updates <- struct{}{}:
+	default:
+	}
+}
+
+// runUpdates upgrades running plugins (and restarts hosted ones whose dist
+// archive changed) one pass at a time, so catalog bursts cost one pass.
+func (n *Node) runUpdates(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.updates:
+			n.autoUpdate(ctx)
+			if n.updatesHosted.Swap(false) {
+				n.updateHosted()
+			}
 		}
 	}
 }
@@ -400,7 +434,7 @@ func (n *Node) pumpMeshEvents(ctx context.Context) error {
 				n.hub.publish(control.Event{Type: control.EventRejected, Peer: p, Reason: e.Reason, Time: e.Time})
 			case mesh.EventCatalog:
 				n.hub.publish(control.Event{Type: control.EventCatalog, Peer: p, Time: e.Time})
-				go n.autoUpdate(ctx)
+				n.kickUpdates(false)
 			}
 		}
 	}
