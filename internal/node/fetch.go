@@ -120,9 +120,11 @@ func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, pr
 		for _, h := range holders {
 			sources = append(sources, distrib.Source{Node: h.nodeName, BaseURL: meshURL(h.node), Client: n.httpc})
 		}
+		sending := holders[0].nodeName // the source that sent the last bytes
 		path, err = distrib.Fetch(ctx, want, sources, distrib.FetchOptions{
 			TempDir: filepath.Join(n.cfg.StateDir, "tmp"),
 			Progress: func(p distrib.Progress) {
+				sending = p.Node
 				cp := control.Progress{Name: p.Name, Version: p.Version, Node: p.Node, Done: p.Done, Total: p.Total}
 				n.hub.publish(control.Event{Type: control.EventProgress, Progress: &cp})
 				if progress != nil {
@@ -135,6 +137,12 @@ func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, pr
 		}
 		defer removeFetched(path)
 		origin, from = string(holders[0].node), holders[0].nodeName
+		for _, h := range holders {
+			if h.nodeName == sending { // the one that finished it, when the first failed
+				origin, from = string(h.node), h.nodeName
+				break
+			}
+		}
 	}
 	inst, err := n.store.Install(path, distrib.InstallOptions{
 		AllowDowngrade: req.Downgrade,
