@@ -391,11 +391,11 @@ func appendFrame(dst []byte, f *Frame) ([]byte, error) {
 		dst = strconv.AppendBool(dst, f.Broadcast)
 	}
 	dst = append(dst, `,"data":`...)
-	buf := bytes.NewBuffer(dst)
-	if err := json.Compact(buf, rawOrNull(f.Data)); err != nil {
+	dst, err := appendCompactJSON(dst, rawOrNull(f.Data))
+	if err != nil {
 		return nil, err
 	}
-	return append(buf.Bytes(), '}'), nil
+	return append(dst, '}'), nil
 }
 
 const hexDigits = "0123456789abcdef"
@@ -407,6 +407,13 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Eight bytes at a time while none needs a look.
+		for i+8 <= len(s) && !special8(le64(s[i:])) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		if b := s[i]; b < utf8.RuneSelf {
 			if b >= 0x20 && b != '"' && b != '\\' {
 				i++
@@ -474,6 +481,9 @@ func DecodeFrame(line []byte) (*Frame, error) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 || line[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrBadFrame)
+	}
+	if f, ok := decodeFast(line); ok {
+		return f, nil
 	}
 	var f Frame
 	if err := json.Unmarshal(line, &f); err != nil {

@@ -10,7 +10,8 @@ package node
 // mesh.Send between two bare meshes (the baseline), then plugin to plugin
 // through two real nodes; it reports both rates and their ratio. Quote the
 // ratio and the GOMAXPROCS (-cpu) used: two nodes and two plugin processes
-// share the CPUs.
+// share the CPUs. With NODEBENCH_CPUPROFILE=DIR the two plugin processes
+// write their CPU profiles to DIR/send.pprof and DIR/recv.pprof.
 
 import (
 	"bufio"
@@ -21,11 +22,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,7 +255,8 @@ func benchSpec(tb testing.TB, role, ctl string) supervisor.Spec {
 	return supervisor.Spec{
 		Name: benchSub, Version: "1.0.0", Dir: filepath.Dir(exe),
 		Argv: []string{exe, "-test.run=^TestNodeBenchPlugin$"},
-		Env:  []string{"NODEBENCH_ROLE=" + role, "NODEBENCH_CTL=" + ctl, "GORACE=atexit_sleep_ms=0"},
+		Env: []string{"NODEBENCH_ROLE=" + role, "NODEBENCH_CTL=" + ctl, "GORACE=atexit_sleep_ms=0",
+			"NODEBENCH_CPUPROFILE=" + os.Getenv("NODEBENCH_CPUPROFILE")},
 	}
 }
 
@@ -388,14 +393,19 @@ func BenchmarkPluginToPlugin(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	mp := newMeshPair(b, key)
-	pp := newPluginPair(b, key)
+	// Goroutines inherit these labels: go tool pprof -tagfocus path=plugin
+	// shows the plugin path alone.
+	var mp *meshPair
+	var pp *pluginPair
+	pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { mp = newMeshPair(b, key) })
+	pprof.Do(context.Background(), pprof.Labels("path", "plugin"), func(context.Context) { pp = newPluginPair(b, key) })
 	// Warm up both paths (connections, buffers, the plugins' first pages).
 	mp.run(b, 20000, benchWindow)
 	pp.run(b, 20000, benchWindow)
 	b.Run("window=1024", func(b *testing.B) {
 		b.StopTimer()
-		meshEl := mp.run(b, b.N, benchWindow)
+		var meshEl time.Duration
+		pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { meshEl = mp.run(b, b.N, benchWindow) })
 		b.StartTimer()
 		el := pp.run(b, b.N, benchWindow)
 		b.StopTimer()
@@ -436,6 +446,22 @@ func TestNodeBenchPlugin(t *testing.T) {
 }
 
 func benchPluginMain(role string) int {
+	if dir := os.Getenv("NODEBENCH_CPUPROFILE"); dir != "" {
+		// Profile the plugin too: go tool pprof DIR/ROLE.pprof. The
+		// profile ends when the connection does or at SIGTERM.
+		f, err := os.Create(filepath.Join(dir, role+".pprof"))
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM)
+			go func() {
+				<-sig
+				pprof.StopCPUProfile()
+				f.Close()
+				os.Exit(0)
+			}()
+		}
+	}
 	p, err := subservice.Connect(context.Background())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench plugin: connect:", err)

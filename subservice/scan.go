@@ -1,0 +1,447 @@
+package subservice
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// The hand-written half of the codec. The hot frames (send, broadcast,
+// message) are decoded and their data checked here, several times faster
+// than encoding/json; anything this code is not sure about (an unknown or
+// repeated key, an escape in a key or a string field, a number that is not
+// a plain unsigned integer, deep nesting, invalid JSON) is left to
+// encoding/json, so that the results are always encoding/json's
+// (FuzzDecodeFrameFast, FuzzScanValue).
+
+// maxFastDepth is the nesting depth past which scanValue gives up and
+// leaves the value to encoding/json (which allows 10000).
+const maxFastDepth = 64
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+// scanValue reads the JSON value that starts at b[i] and returns the index
+// just past it. compact is false when the value holds whitespace between
+// its tokens. ok is false when b[i:] does not start with a valid JSON value
+// or the value nests deeper than maxFastDepth.
+func scanValue(b []byte, i int) (end int, compact, ok bool) {
+	compact = true
+	end, ok = scanValueDepth(b, i, 0, &compact)
+	return end, compact, ok
+}
+
+func scanValueDepth(b []byte, i, depth int, compact *bool) (int, bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		end, _, ok := scanString(b, i)
+		return end, ok
+	case c == '{':
+		if depth >= maxFastDepth {
+			return i, false
+		}
+		return scanObject(b, i, depth+1, compact)
+	case c == '[':
+		if depth >= maxFastDepth {
+			return i, false
+		}
+		return scanArray(b, i, depth+1, compact)
+	case c == '-' || c >= '0' && c <= '9':
+		return scanNumber(b, i)
+	case c == 't':
+		return scanLiteral(b, i, "true")
+	case c == 'f':
+		return scanLiteral(b, i, "false")
+	case c == 'n':
+		return scanLiteral(b, i, "null")
+	}
+	return i, false
+}
+
+// space skips whitespace, noting in compact whether there was any.
+func space(b []byte, i int, compact *bool) int {
+	j := skipSpace(b, i)
+	if j != i {
+		*compact = false
+	}
+	return j
+}
+
+func scanObject(b []byte, i, depth int, compact *bool) (int, bool) {
+	i = space(b, i+1, compact)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, true
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return i, false
+		}
+		var ok bool
+		if i, _, ok = scanString(b, i); !ok {
+			return i, false
+		}
+		i = space(b, i, compact)
+		if i >= len(b) || b[i] != ':' {
+			return i, false
+		}
+		i = space(b, i+1, compact)
+		if i, ok = scanValueDepth(b, i, depth, compact); !ok {
+			return i, false
+		}
+		i = space(b, i, compact)
+		if i >= len(b) {
+			return i, false
+		}
+		switch b[i] {
+		case ',':
+			i = space(b, i+1, compact)
+		case '}':
+			return i + 1, true
+		default:
+			return i, false
+		}
+	}
+}
+
+func scanArray(b []byte, i, depth int, compact *bool) (int, bool) {
+	i = space(b, i+1, compact)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, true
+	}
+	for {
+		var ok bool
+		if i, ok = scanValueDepth(b, i, depth, compact); !ok {
+			return i, false
+		}
+		i = space(b, i, compact)
+		if i >= len(b) {
+			return i, false
+		}
+		switch b[i] {
+		case ',':
+			i = space(b, i+1, compact)
+		case ']':
+			return i + 1, true
+		default:
+			return i, false
+		}
+	}
+}
+
+// scanString reads the string that starts at b[i] (a '"'). plain reports
+// that it holds no escape and no byte outside printable ASCII, so that its
+// contents are its value.
+func scanString(b []byte, i int) (end int, plain, ok bool) {
+	plain = true
+	i++
+	for {
+		// Eight bytes at a time while none needs a look.
+		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		if i >= len(b) {
+			return i, false, false
+		}
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1, plain, true
+		case c < 0x20:
+			return i, false, false
+		case c == '\\':
+			plain = false
+			i++
+			if i >= len(b) {
+				return i, false, false
+			}
+			switch b[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(b) {
+					return i, false, false
+				}
+				for _, h := range b[i+1 : i+5] {
+					if !isHex(h) {
+						return i, false, false
+					}
+				}
+				i += 4
+			default:
+				return i, false, false
+			}
+		case c >= utf8.RuneSelf:
+			plain = false
+		}
+		i++
+	}
+}
+
+// Byte-parallel tests on eight bytes in a uint64 (Hacker's Delight 6-1).
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// le64 reads the first eight bytes of s as a little-endian uint64.
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// special8 reports whether any of the eight bytes in x is a control
+// character, '"', '\\' or not ASCII.
+func special8(x uint64) bool {
+	q := x ^ (ones * '"')
+	e := x ^ (ones * '\\')
+	return (x-ones*0x20)&^x&highs|(q-ones)&^q&highs|(e-ones)&^e&highs|x&highs != 0
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// scanNumber reads a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func scanNumber(b []byte, i int) (int, bool) {
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i >= len(b):
+		return i, false
+	case b[i] == '0':
+		i++
+	case b[i] >= '1' && b[i] <= '9':
+		for i++; i < len(b) && isDigit(b[i]); i++ {
+		}
+	default:
+		return i, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i >= len(b) || !isDigit(b[i]) {
+			return i, false
+		}
+		for i++; i < len(b) && isDigit(b[i]); i++ {
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i >= len(b) || !isDigit(b[i]) {
+			return i, false
+		}
+		for i++; i < len(b) && isDigit(b[i]); i++ {
+		}
+	}
+	return i, true
+}
+
+func scanLiteral(b []byte, i int, lit string) (int, bool) {
+	if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+		return i + len(lit), true
+	}
+	return i, false
+}
+
+// appendCompactJSON appends data, which must be one JSON value, without
+// insignificant whitespace: byte for byte what json.Compact writes, and
+// the same error when data is not one JSON value.
+func appendCompactJSON(dst, data []byte) ([]byte, error) {
+	if end, compact, ok := scanValue(data, 0); ok && compact && end == len(data) {
+		return append(dst, data...), nil
+	}
+	buf := bytes.NewBuffer(dst)
+	if err := json.Compact(buf, data); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Bits of the keys decodeFast has seen.
+const (
+	seenOp = 1 << iota
+	seenID
+	seenTo
+	seenData
+	seenFrom
+	seenFromName
+	seenBroadcast
+)
+
+// decodeFast decodes a frame whose keys are all among op, id, to, data,
+// from, from_name and broadcast, each at most once, with plain string
+// values and id a plain unsigned integer: every send, broadcast and
+// message frame this package writes. It reports false for anything else,
+// and the caller asks encoding/json. line has no surrounding whitespace.
+// The frame does not alias line.
+func decodeFast(line []byte) (*Frame, bool) {
+	var f Frame
+	if !decodeFastInto(line, &f) {
+		return nil, false
+	}
+	return &f, true
+}
+
+func decodeFastInto(line []byte, f *Frame) bool {
+	if len(line) < 2 || line[0] != '{' {
+		return false
+	}
+	var seen int
+	i := skipSpace(line, 1)
+	for {
+		// A key: plain, so that its bytes are its name.
+		if i >= len(line) || line[i] != '"' {
+			return false
+		}
+		end, plain, ok := scanString(line, i)
+		if !ok || !plain {
+			return false
+		}
+		key := line[i+1 : end-1]
+		i = skipSpace(line, end)
+		if i >= len(line) || line[i] != ':' {
+			return false
+		}
+		i = skipSpace(line, i+1)
+		if i >= len(line) {
+			return false
+		}
+		var bit int
+		switch string(key) {
+		case "op":
+			bit = seenOp
+			var op []byte
+			if op, i, ok = fastBytes(line, i); !ok {
+				return false
+			}
+			f.Op = internOp(op)
+		case "id":
+			bit = seenID
+			if f.ID, i, ok = fastUint(line, i); !ok {
+				return false
+			}
+		case "to":
+			bit = seenTo
+			if f.To, i, ok = fastString(line, i); !ok {
+				return false
+			}
+		case "from":
+			bit = seenFrom
+			if f.From, i, ok = fastString(line, i); !ok {
+				return false
+			}
+		case "from_name":
+			bit = seenFromName
+			if f.FromName, i, ok = fastString(line, i); !ok {
+				return false
+			}
+		case "broadcast":
+			bit = seenBroadcast
+			switch {
+			case line[i] == 't' && len(line)-i >= 4 && string(line[i:i+4]) == "true":
+				f.Broadcast, i = true, i+4
+			case line[i] == 'f' && len(line)-i >= 5 && string(line[i:i+5]) == "false":
+				f.Broadcast, i = false, i+5
+			default:
+				return false
+			}
+		case "data":
+			bit = seenData
+			start := i
+			if i, _, ok = scanValue(line, i); !ok {
+				return false
+			}
+			f.Data = bytes.Clone(line[start:i])
+		default:
+			return false
+		}
+		if seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		i = skipSpace(line, i)
+		if i >= len(line) {
+			return false
+		}
+		switch line[i] {
+		case ',':
+			i = skipSpace(line, i+1)
+		case '}':
+			return i+1 == len(line) && f.Op != ""
+		default:
+			return false
+		}
+	}
+}
+
+// fastString reads a string value at line[i] that needs no unescaping: no
+// escapes and valid UTF-8 (encoding/json would replace invalid bytes).
+func fastString(line []byte, i int) (string, int, bool) {
+	b, end, ok := fastBytes(line, i)
+	return string(b), end, ok
+}
+
+// fastBytes is fastString without the copy: the bytes are line's.
+func fastBytes(line []byte, i int) ([]byte, int, bool) {
+	if line[i] != '"' {
+		return nil, i, false
+	}
+	end, plain, ok := scanString(line, i)
+	if !ok {
+		return nil, i, false
+	}
+	s := line[i+1 : end-1]
+	if !plain && (bytes.IndexByte(s, '\\') >= 0 || !utf8.Valid(s)) {
+		return nil, i, false
+	}
+	return s, end, true
+}
+
+// fastUint reads a plain unsigned integer that fits in 64 bits (no sign,
+// fraction, exponent or leading zero).
+func fastUint(line []byte, i int) (uint64, int, bool) {
+	start := i
+	var n uint64
+	for ; i < len(line) && isDigit(line[i]); i++ {
+		d := uint64(line[i] - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, i, false
+		}
+		n = n*10 + d
+	}
+	switch {
+	case i == start, line[start] == '0' && i-start > 1:
+		return 0, i, false
+	case i < len(line) && (line[i] == '.' || line[i] == 'e' || line[i] == 'E'):
+		return 0, i, false
+	}
+	return n, i, true
+}
+
+// internOp returns op as a string, the constant for a known op, so that
+// decoding one allocates nothing.
+func internOp(op []byte) string {
+	switch string(op) {
+	case OpSend:
+		return OpSend
+	case OpBroadcast:
+		return OpBroadcast
+	case OpMessage:
+		return OpMessage
+	}
+	return string(op)
+}

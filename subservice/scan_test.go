@@ -1,0 +1,166 @@
+package subservice
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// decodeFrameJSON is DecodeFrame as it was before the fast path: the
+// reference the fast path must agree with.
+func decodeFrameJSON(line []byte) (*Frame, error) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrBadFrame)
+	}
+	var f Frame
+	if err := json.Unmarshal(line, &f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadFrame, err)
+	}
+	if f.Op == "" {
+		return nil, fmt.Errorf("%w: missing op", ErrBadFrame)
+	}
+	return &f, nil
+}
+
+// sameDecode fails t unless DecodeFrame and encoding/json agree on line:
+// the same frame, or the same error.
+func sameDecode(t *testing.T, line []byte) {
+	t.Helper()
+	got, err1 := DecodeFrame(line)
+	want, err2 := decodeFrameJSON(line)
+	if fmt.Sprint(err1) != fmt.Sprint(err2) {
+		t.Fatalf("%q: error %v, encoding/json %v", line, err1, err2)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q:\nfast %+v\njson %+v", line, got, want)
+	}
+}
+
+// TestDecodeFastTakesTheHotFrames: what EncodeFrame writes for send,
+// broadcast and message is decoded without encoding/json, and equally.
+func TestDecodeFastTakesTheHotFrames(t *testing.T) {
+	frames := []Frame{
+		{Op: OpSend, ID: 12345, To: "8b41e07c2d95f3a6b0c7d1e4f92a5c60", Data: benchData},
+		{Op: OpSend, To: "n", Data: json.RawMessage(`"\u2028 \\ \" é"`)},
+		{Op: OpSend, ID: 1<<64 - 1, To: "n"},
+		{Op: OpBroadcast, ID: 1, Data: json.RawMessage(`[1,-2.5e+3,true,false,null,{"a":{}},[]]`)},
+		{Op: OpMessage, From: "8b41", FromName: "café 漢字", Broadcast: true, Data: json.RawMessage(`{"x":"<&>"}`)},
+		{Op: OpMessage, From: "8b41", Data: json.RawMessage(`0`)},
+	}
+	for _, f := range frames {
+		line, err := EncodeFrame(&f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line = line[:len(line)-1]
+		if _, ok := decodeFast(line); !ok {
+			t.Errorf("%s: not taken by the fast path", line)
+		}
+		sameDecode(t, line)
+	}
+}
+
+// TestDecodeFastLeavesTheUnusual: lines the fast path must hand to
+// encoding/json, which decides (a frame or an error).
+func TestDecodeFastLeavesTheUnusual(t *testing.T) {
+	for _, line := range []string{
+		`{"op":"send","OP":"hello","to":"n"}`,                // case-insensitive key match
+		`{"op":"send","ſo":"x"}`,                             // a key that folds to an ASCII one
+		`{"op":"send","id":1,"id":2,"to":"n"}`,               // repeated key: the last wins
+		`{"op":"send","to":"a\u0062"}`,                       // an escape in a field
+		`{"op":"send","to":"\xff"}`,                          // invalid UTF-8: replaced
+		`{"op":"send","id":1.0}`,                             // not an unsigned integer
+		`{"op":"send","id":-1}`,                              // nor this
+		`{"op":"send","id":18446744073709551616}`,            // nor this (overflow)
+		`{"op":"send","id":01}`,                              // not JSON
+		`{"op":"send","id":null,"to":null,"broadcast":null}`, // null leaves fields alone
+		`{"op":"send","data":[1,]}`,                          // not JSON
+		`{"op":"send","data":"\x01"}`,                        // a control character
+		`{"op":"send","data":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`, // deep
+		`{"op":"send","token":"t"}`, // a key of another op
+		`{"op":"send"}x`,            // trailing bytes
+		`{"op":""}`,                 // empty op
+		`{"to":"n"}`,                // no op
+		`{}`,
+		`{"op":"send",}`,
+	} {
+		if _, ok := decodeFast([]byte(line)); ok {
+			t.Errorf("%s: taken by the fast path", line)
+		}
+		sameDecode(t, []byte(line))
+	}
+}
+
+// FuzzDecodeFrameFast: DecodeFrame, fast path or not, returns exactly what
+// encoding/json does: the same frame or the same error.
+func FuzzDecodeFrameFast(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"send","id":12345,"to":"8b41e07c2d95f3a6b0c7d1e4f92a5c60","data":{"text":"hi"}}`,
+		`{"op":"broadcast","id":1,"data":[1,"\u2028",null,-0.5e-3,true,false,{}]}`,
+		`{"op":"message","from":"n2","from_name":"two","broadcast":true,"data":"x"}`,
+		` { "op" : "send" , "to" : "n" , "data" : [ 1 , 2 ] } `,
+		`{"op":"send","Op":"x","id":1,"id":2}`,
+		`{"op":"send","to":"a\u00e9","data":"\ud800"}`,
+		`{"op":"message","from":"é漢","broadcast":false,"data":null}`,
+		`{"op":"send","id":18446744073709551615,"to":"n"}`,
+		`{"op":"send","id":0,"data":1e400}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		sameDecode(t, line)
+	})
+}
+
+// FuzzScanValue: appendCompactJSON writes what json.Compact writes (or
+// fails as it does), and scanValue accepts exactly the valid values it can
+// (all those short enough not to nest past maxFastDepth).
+func FuzzScanValue(f *testing.F) {
+	for _, s := range []string{
+		`{"text":"hi"}`, ` [1, 2] `, `"\u2028\ud800"`, `-0.5e+10`, `01`, `[1,]`, `{"a":1,}`,
+		`"\x01"`, `tru`, `nullx`, `{"a" : [ true , false , null ] }`, "\"\xff\xfe\"", `1.`, `-`, `2e`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err1 := appendCompactJSON([]byte("prefix"), data)
+		var want bytes.Buffer
+		want.WriteString("prefix")
+		err2 := json.Compact(&want, data)
+		if fmt.Sprint(err1) != fmt.Sprint(err2) {
+			t.Fatalf("%q: error %v, json.Compact %v", data, err1, err2)
+		}
+		if err1 == nil && !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("%q: got %q, json.Compact %q", data, got, want.Bytes())
+		}
+
+		end, compact, ok := scanValue(data, 0)
+		valid := json.Valid(data)
+		trimmed := bytes.TrimRight(data, " \t\r\n")
+		switch {
+		case ok && end == len(trimmed) && !valid:
+			t.Fatalf("%q: scanValue accepts what encoding/json refuses", data)
+		case ok && end == len(trimmed) && compact != bytes.Equal(want.Bytes()[len("prefix"):], data[:end]):
+			t.Fatalf("%q: compact = %v", data, compact)
+		case valid && len(data) <= maxFastDepth && len(data) > 0 && !isSpace(data[0]) && (!ok || end != len(trimmed)):
+			t.Fatalf("%q: valid, but scanValue says ok=%v end=%d", data, ok, end)
+		}
+	})
+}
+
+func TestScanValueErrorsAreJSONs(t *testing.T) {
+	for _, s := range []string{``, ` `, `[`, `{"a"}`, `"unterminated`, `[1 2]`, `1 2`} {
+		_, err := appendCompactJSON(nil, []byte(s))
+		if err == nil {
+			t.Errorf("%q: no error", s)
+		}
+		var want bytes.Buffer
+		if err2 := json.Compact(&want, []byte(s)); fmt.Sprint(err) != fmt.Sprint(err2) {
+			t.Errorf("%q: error %v, json.Compact %v", s, err, err2)
+		}
+	}
+}
