@@ -302,70 +302,6 @@ func TestJourneyUnderFaults(t *testing.T) {
 		j.restart(first, "chat-go")
 	})
 
-	escape := t.TempDir()
-	j.step("hostile archives dropped into h4's dist: listed invalid there, offered nowhere, nothing written outside", func() {
-		running := map[*node]int{}
-		watchers := map[*node]*watcher{}
-		for _, nd := range []*node{h2, h4, h5} {
-			running[nd] = waitRunning(t, nd, "chat-go").PID
-			watchers[nd] = watch(t, nd)
-		}
-		hostile := hostileArchives(t, t.TempDir(), escape)
-		for _, p := range hostile {
-			drop(t, p, h4.dist)
-		}
-		// An impostor: a valid, higher chat-go signed by someone else.
-		drop(t, packChat(t, "chat-go", "9.0.0", publisherKey(t), t.TempDir()), h4.dist)
-		waitFor(t, 15*time.Second, "h4 lists the hostile archives as invalid", func() error {
-			var l control.Listing
-			if err := h4.cliJSON(&l, "ls"); err != nil {
-				return err
-			}
-			got := map[string]string{}
-			for _, iv := range l.Invalid {
-				got[iv.File] = iv.Error
-			}
-			for _, p := range hostile {
-				if _, ok := got[filepath.Base(p)]; !ok {
-					return fmt.Errorf("%s not listed invalid (invalid: %v)", filepath.Base(p), got)
-				}
-			}
-			for f, why := range got {
-				t.Logf("h4 invalid: %s: %s", f, why)
-			}
-			return nil
-		})
-		j.everyNode(15*time.Second, "sees the impostor chat-go 9.0.0 offered by h4", func(nd *node) error {
-			return newestIs(nd, map[string]string{"chat-go": "9.0.0"})
-		})
-		for _, nd := range c.nodes {
-			var l control.Listing
-			if err := nd.get("/v1/ls", &l); err != nil {
-				t.Fatal(err)
-			}
-			for _, s := range l.Subservices {
-				if strings.HasPrefix(s.Name, "evil") {
-					t.Errorf("%s lists the hostile %s", nd.host.Name, s.Name)
-				}
-			}
-		}
-		for nd, w := range watchers {
-			e := w.wait(t, 30*time.Second, nd.host.Name+" refusing chat-go 9.0.0", func(e control.Event) bool {
-				return e.Type == control.EventUpdateFailed && strings.Contains(e.Message, "chat-go")
-			})
-			t.Logf("%s: %s", nd.host.Name, e.Message)
-		}
-		for nd, pid := range running {
-			if p, err := pluginStatus(nd, "chat-go"); err != nil || p.PID != pid || p.Version != "1.1.0" {
-				t.Errorf("%s: chat-go after the impostor: %+v %v (was pid %d)", nd.host.Name, p, err, pid)
-			}
-		}
-		ents, _ := os.ReadDir(escape)
-		if len(ents) != 0 {
-			t.Errorf("a hostile archive wrote outside: %v", ents)
-		}
-	})
-
 	j.step("the crashing plugin ended in a crash loop; nothing else on h2 noticed", func() {
 		var p control.Plugin
 		waitFor(t, 30*time.Second, "crashy failed on h2", func() error {
@@ -389,6 +325,72 @@ func TestJourneyUnderFaults(t *testing.T) {
 		}
 	})
 
+	escape := t.TempDir()
+	j.step("hostile archives dropped into h4's dist: listed invalid there, offered nowhere, nothing written outside", func() {
+		hostile := hostileArchives(t, t.TempDir(), escape)
+		for _, p := range hostile {
+			drop(t, p, h4.dist)
+		}
+		waitFor(t, 15*time.Second, "h4 lists the hostile archives as invalid", func() error {
+			var l control.Listing
+			if err := h4.cliJSON(&l, "ls"); err != nil {
+				return err
+			}
+			got := map[string]string{}
+			for _, iv := range l.Invalid {
+				got[iv.File] = iv.Error
+			}
+			for _, p := range hostile {
+				if _, ok := got[filepath.Base(p)]; !ok {
+					return fmt.Errorf("%s not listed invalid (invalid: %v)", filepath.Base(p), got)
+				}
+			}
+			for f, why := range got {
+				t.Logf("h4 invalid: %s: %s", f, why)
+			}
+			return nil
+		})
+		for _, nd := range c.nodes {
+			var l control.Listing
+			if err := nd.get("/v1/ls", &l); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range l.Subservices {
+				if strings.HasPrefix(s.Name, "evil") {
+					t.Errorf("%s lists the hostile %s", nd.host.Name, s.Name)
+				}
+			}
+		}
+		if ents, _ := os.ReadDir(escape); len(ents) != 0 {
+			t.Errorf("a hostile archive wrote outside: %v", ents)
+		}
+	})
+
+	j.step("an impostor chat-go 9.0.0 (another signer) on h4 is never fetched; the pinned publisher's 1.2.0 still upgrades everyone", func() {
+		running := map[*node]*watcher{}
+		for _, nd := range []*node{h2, h4, h5} {
+			waitRunning(t, nd, "chat-go")
+			running[nd] = watch(t, nd)
+		}
+		drop(t, packChat(t, "chat-go", "9.0.0", publisherKey(t), t.TempDir()), h4.dist)
+		j.everyNode(15*time.Second, "sees the impostor chat-go 9.0.0 offered by h4", func(nd *node) error {
+			return newestIs(nd, map[string]string{"chat-go": "9.0.0"})
+		})
+		drop(t, packChat(t, "chat-go", "1.2.0", key, staging), h1.dist)
+		for nd, w := range running {
+			j.waitVersion(nd, "chat-go", "1.2.0")
+			w.mu.Lock()
+			for _, e := range w.events {
+				if e.Type == control.EventProgress && e.Progress.Name == "chat-go" && e.Progress.Version == "9.0.0" ||
+					e.Type == control.EventUpdateFailed && strings.Contains(e.Message, "9.0.0") {
+					t.Errorf("%s tried the impostor: %+v %s", nd.host.Name, e.Progress, e.Message)
+					break
+				}
+			}
+			w.mu.Unlock()
+		}
+	})
+
 	j.step("every node alive, nothing installed lost, every view converged", func() {
 		for _, nd := range c.nodes {
 			select {
@@ -407,10 +409,10 @@ func TestJourneyUnderFaults(t *testing.T) {
 		waitFor(t, 30*time.Second, "every node discovered every other", c.allDiscovered)
 		installed := map[*node]map[string]string{
 			h1: {"chat-py": "1.0.0"},
-			h2: {"chat-go": "1.1.0", "crashy": "1.0.0", "bulk": "2.0.0"},
+			h2: {"chat-go": "1.2.0", "crashy": "1.0.0", "bulk": "2.0.0"},
 			h3: {"bulk": "2.0.0", "rev": "1.0.0"},
-			h4: {"chat-go": "1.1.0"},
-			h5: {"chat-go": "1.1.0"},
+			h4: {"chat-go": "1.2.0"},
+			h5: {"chat-go": "1.2.0"},
 		}
 		for nd, want := range installed {
 			for name, v := range want {

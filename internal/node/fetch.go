@@ -209,17 +209,21 @@ func (n *Node) start(inst *distrib.Installed) error {
 
 // autoUpdate upgrades every running plugin for which the mesh offers a
 // newer version, then restarts it into that version. A failed update leaves
-// the running version alone.
+// the running version alone. Only versions by the publisher pinned for the
+// plugin are candidates: a newer archive signed by anyone else would be
+// refused at install anyway, and choosing it would fetch it again at every
+// catalog event and hide the publisher's own updates (the journey test's
+// impostor).
 func (n *Node) autoUpdate(ctx context.Context) {
 	for _, st := range n.sup.List() {
 		if st.State == supervisor.StateStopped || st.State == supervisor.StateFailed {
 			continue
 		}
-		want, _, err := n.choose(st.Name, "", false)
-		if err != nil || distrib.Compare(want.Version, st.Version) <= 0 {
+		want, ok := n.newestTrusted(st.Name)
+		if !ok || distrib.Compare(want.Version, st.Version) <= 0 {
 			continue
 		}
-		res, err := n.ensureInstalled(ctx, control.FetchRequest{Name: st.Name}, nil)
+		res, err := n.ensureInstalled(ctx, control.FetchRequest{Name: st.Name, Version: want.Version}, nil)
 		if err != nil {
 			n.log.Warn("auto-update failed; the running version stays", "plugin", st.Name, "running", st.Version, "err", err)
 			n.hub.publish(control.Event{Type: control.EventUpdateFailed, Message: fmt.Sprintf("update of %s failed: %v", st.Name, err)})
@@ -233,4 +237,18 @@ func (n *Node) autoUpdate(ctx context.Context) {
 			n.log.Info("upgraded running plugin", "plugin", st.Name, "from", st.Version, "to", res.inst.Version)
 		}
 	}
+}
+
+// newestTrusted returns the newest release version of name on the mesh
+// signed by the publisher pinned for name (any version when none is
+// pinned).
+func (n *Node) newestTrusted(name string) (distrib.IndexEntry, bool) {
+	pin, pinned := n.trust.Get(name)
+	var entries []distrib.IndexEntry
+	for _, o := range n.offers() {
+		if o.entry.Name == name && (!pinned || o.entry.Signer == pin) {
+			entries = append(entries, o.entry)
+		}
+	}
+	return distrib.Newest(entries, name, "", false)
 }
