@@ -1,0 +1,316 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nearbymesh/nearby/internal/control"
+	nodepkg "github.com/nearbymesh/nearby/internal/node"
+)
+
+// scaleNodes is how many nodes TestScale runs: $NEARBY_SCALE if set (the
+// figures in docs/SCALING.md use 50), else 20 (8 with -short).
+func scaleNodes(t *testing.T) int {
+	if v := os.Getenv("NEARBY_SCALE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 3 || n > 250 {
+			t.Fatalf("NEARBY_SCALE=%q: want a number of nodes from 3 to 250", v)
+		}
+		return n
+	}
+	if testing.Short() {
+		return 8
+	}
+	return 20
+}
+
+// scaleArgs run a node as light as it goes: no tray, info logs.
+var scaleArgs = []string{"--no-tray", "--log-level", "info"}
+
+// TestScale runs N nodes on one virtual LAN (N from scaleNodes) and
+// measures what docs/SCALING.md reports: the time until every node knows
+// every other and until the full mesh, the memory, goroutines and file
+// descriptors per node and per peer, the time for every node to fetch and
+// start a plugin published on one, and broadcast delivery to all.
+//
+// Per-peer costs: h1 and h2 start first and are measured with one peer
+// each; the other N-2 then start at once, and h1 and h2 are measured again
+// with N-1 peers. Per peer = (value at N-1 peers - value at 1 peer) / (N-2),
+// averaged over h1 and h2. Heap and goroutines come from the node's
+// /v1/debug/runtime (after a GC), RSS (VmRSS), threads and fds from /proc.
+//
+//	scripts/isolated.sh go test -run 'TestScale$' -v -timeout 20m ./internal/e2e/                 (20 nodes)
+//	NEARBY_SCALE=50 scripts/isolated.sh go test -run 'TestScale$' -v -timeout 20m ./internal/e2e/  (the documented run)
+func TestScale(t *testing.T) {
+	n := scaleNodes(t)
+	c := newCluster(t, n)
+	c.dumpOnFailure()
+	first, rest := c.nodes[:2], c.nodes[2:]
+
+	for _, nd := range first {
+		nd.start(scaleArgs...)
+	}
+	waitFor(t, 15*time.Second, "h1 and h2 connected", func() error { return c.fullMesh(first) })
+	time.Sleep(2 * time.Second) // catalogs exchanged, start-up garbage collectable
+	base := sampleAll(t, first)
+
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for _, nd := range rest {
+		wg.Go(func() { nd.start(scaleArgs...) })
+	}
+	wg.Wait()
+	t.Logf("%d nodes started at once (control sockets up) in %v", len(rest), time.Since(t0).Round(time.Millisecond))
+	waitFor(t, 3*time.Minute, "every node knows every other", c.allDiscovered)
+	waitFor(t, 3*time.Minute, "full mesh", func() error { return c.fullMesh(c.nodes) })
+	known, mdns, meshed := scaleTimes(t, c.nodes, t0)
+	t.Logf("N=%d: every node knew every other after %v (all over mDNS itself: %v); full mesh after %v",
+		n, known.Round(time.Millisecond), mdns, meshed.Round(time.Millisecond))
+
+	time.Sleep(3 * time.Second) // let the start-up burst settle
+	all := sampleAll(t, c.nodes)
+	reportSamples(t, n, base, all)
+
+	// Every node fetches a plugin published on h1 and runs it.
+	drop(t, packChat(t, "chat-go", "1.0.0", publisherKey(t), t.TempDir()), c.nodes[0].dist)
+	waitFor(t, 30*time.Second, "every node lists chat-go", func() error {
+		for _, nd := range c.nodes {
+			if _, err := lsEntry(nd, "chat-go"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	t1 := time.Now()
+	errs := make(chan error, n)
+	for _, nd := range c.nodes {
+		wg.Go(func() { errs <- runQuiet(nd, "chat-go") })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, nd := range c.nodes {
+		waitRunning(t, nd, "chat-go")
+	}
+	t.Logf("N=%d: %d nodes fetched chat-go from h1 and started it in %v", n, n-1, time.Since(t1).Round(time.Millisecond))
+
+	// Broadcasts from h1 reach the plugin on every other node exactly once.
+	const k = 5
+	t2 := time.Now()
+	for i := range k {
+		var r control.Result
+		req := control.SendRequest{Subservice: "chat", Data: []byte(fmt.Sprintf(`{"text":"scale-%d"}`, i))}
+		if err := c.nodes[0].client().Post(t.Context(), "/v1/broadcast", req, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Count != n-1 {
+			t.Fatalf("broadcast went to %d peers, want %d", r.Count, n-1)
+		}
+	}
+	waitFor(t, 60*time.Second, "every broadcast on every node", func() error {
+		for _, nd := range c.nodes[1:] {
+			log, err := nd.client().GetText(t.Context(), "/v1/logs/chat-go")
+			if err != nil {
+				return err
+			}
+			for i := range k {
+				if got := strings.Count(string(log), fmt.Sprintf("to all: scale-%d\n", i)); got != 1 {
+					return fmt.Errorf("%s has scale-%d %d times", nd.host.Name, i, got)
+				}
+			}
+		}
+		return nil
+	})
+	t.Logf("N=%d: %d broadcasts from h1 in every plugin's log (polled) after %v", n, k, time.Since(t2).Round(time.Millisecond))
+	for _, nd := range c.nodes {
+		var ps []control.Peer
+		if err := nd.get("/v1/peers", &ps); err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) != n-1 {
+			t.Errorf("%s has %d peers at the end, want %d", nd.host.Name, len(ps), n-1)
+		}
+		for _, p := range ps {
+			if p.Dropped != 0 {
+				t.Errorf("%s dropped %d messages to %s", nd.host.Name, p.Dropped, p.Name)
+			}
+		}
+	}
+	loaded := sampleAll(t, c.nodes)
+	t.Logf("N=%d with a plugin each, after %d broadcasts: RSS mean %.1f MB max %.1f MB, goroutines mean %.0f",
+		n, k, mean(loaded, func(s sample) float64 { return s.rssMB }), maxOf(loaded, func(s sample) float64 { return s.rssMB }),
+		mean(loaded, func(s sample) float64 { return float64(s.rt.Goroutines) }))
+}
+
+// runQuiet runs a plugin through the control API (the CLI's `nearby run`).
+func runQuiet(nd *node, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var last control.Event
+	err := nd.client().Stream(ctx, "/v1/run", control.FetchRequest{Name: name}, func(e control.Event) error {
+		last = e
+		return nil
+	})
+	if err == nil && (last.Type != control.EventResult || !last.Result.OK) {
+		err = fmt.Errorf("last event %+v", last)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: run %s: %w", nd.host.Name, name, err)
+	}
+	return nil
+}
+
+// sample is one node's resource use.
+type sample struct {
+	nd      *node
+	rssMB   float64
+	threads int
+	fds     int
+	rt      nodepkg.RuntimeStats
+}
+
+// sampleOf reads a node process's VmRSS and Threads from /proc, counts its
+// fds, and asks it for its heap (after a GC) and goroutines.
+func sampleOf(nd *node) (sample, error) {
+	s := sample{nd: nd}
+	pid := nd.proc.PID()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		switch k {
+		case "VmRSS":
+			kb, _ := strconv.Atoi(f[0])
+			s.rssMB = float64(kb) / 1024
+		case "Threads":
+			s.threads, _ = strconv.Atoi(f[0])
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return s, err
+	}
+	s.fds = len(fds)
+	err = nd.get("/v1/debug/runtime?gc=1", &s.rt)
+	return s, err
+}
+
+func sampleAll(t testing.TB, nodes []*node) []sample {
+	t.Helper()
+	out := make([]sample, len(nodes))
+	for i, nd := range nodes {
+		s, err := sampleOf(nd)
+		if err != nil {
+			t.Fatalf("%s: %v", nd.host.Name, err)
+		}
+		out[i] = s
+	}
+	return out
+}
+
+func mean(ss []sample, f func(sample) float64) float64 {
+	var sum float64
+	for _, s := range ss {
+		sum += f(s)
+	}
+	return sum / float64(len(ss))
+}
+
+func maxOf(ss []sample, f func(sample) float64) float64 {
+	var m float64
+	for _, s := range ss {
+		m = max(m, f(s))
+	}
+	return m
+}
+
+// reportSamples logs per-node figures at n-1 peers and the per-peer costs
+// (growth of h1 and h2 from 1 to n-1 peers), and checks them against
+// generous bounds that only a leak or a design change would cross.
+func reportSamples(t *testing.T, n int, base, all []sample) {
+	t.Helper()
+	t.Logf("N=%d, 1 peer (h1, h2): RSS %.1f/%.1f MB, heap %.0f/%.0f KB, goroutines %d/%d, threads %d/%d, fds %d/%d",
+		n, base[0].rssMB, base[1].rssMB, float64(base[0].rt.HeapAlloc)/1024, float64(base[1].rt.HeapAlloc)/1024,
+		base[0].rt.Goroutines, base[1].rt.Goroutines, base[0].threads, base[1].threads, base[0].fds, base[1].fds)
+	t.Logf("N=%d, %d peers, all nodes: RSS mean %.1f MB max %.1f MB; heap mean %.0f KB; goroutines mean %.0f; threads mean %.0f; fds mean %.0f",
+		n, n-1, mean(all, func(s sample) float64 { return s.rssMB }), maxOf(all, func(s sample) float64 { return s.rssMB }),
+		mean(all, func(s sample) float64 { return float64(s.rt.HeapAlloc) / 1024 }),
+		mean(all, func(s sample) float64 { return float64(s.rt.Goroutines) }),
+		mean(all, func(s sample) float64 { return float64(s.threads) }),
+		mean(all, func(s sample) float64 { return float64(s.fds) }))
+	added := float64(n - 2)
+	per := func(f func(sample) float64) float64 {
+		return ((f(all[0]) - f(base[0])) + (f(all[1]) - f(base[1]))) / 2 / added
+	}
+	rssKB := per(func(s sample) float64 { return s.rssMB * 1024 })
+	heapKB := per(func(s sample) float64 { return float64(s.rt.HeapAlloc) / 1024 })
+	gor := per(func(s sample) float64 { return float64(s.rt.Goroutines) })
+	fds := per(func(s sample) float64 { return float64(s.fds) })
+	t.Logf("N=%d, per peer (h1, h2 from 1 to %d peers): RSS %.0f KB, heap %.1f KB, goroutines %.1f, fds %.2f",
+		n, n-1, rssKB, heapKB, gor, fds)
+	if heapKB > 256 || gor > 12 || fds > 3 {
+		t.Errorf("per-peer cost over its bound (heap 256 KB, 12 goroutines, 3 fds)")
+	}
+	for _, s := range all {
+		if s.rt.Peers != n-1 {
+			t.Errorf("%s reports %d peers, want %d", s.nd.host.Name, s.rt.Peers, n-1)
+		}
+	}
+}
+
+// scaleTimes returns, from t0, when the last node first knew of the last
+// other (over mDNS or from a peer), when the last node saw the last other
+// over mDNS itself (0 if some never did), and when the last connection of
+// the full mesh came up.
+func scaleTimes(t testing.TB, nodes []*node, t0 time.Time) (known, viaMDNS, meshed time.Duration) {
+	t.Helper()
+	var lastKnown, lastMDNS, lastPeer time.Time
+	allMDNS := true
+	for _, nd := range nodes {
+		var ds []control.Discovered
+		if err := nd.get("/v1/discovered", &ds); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			lastKnown = latest(lastKnown, d.FirstSeen)
+			if d.FirstMDNS.IsZero() {
+				allMDNS = false
+			}
+			lastMDNS = latest(lastMDNS, d.FirstMDNS)
+		}
+		ps, err := nd.peers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			lastPeer = latest(lastPeer, p.Since)
+		}
+	}
+	if allMDNS {
+		viaMDNS = lastMDNS.Sub(t0)
+	}
+	return lastKnown.Sub(t0), viaMDNS, lastPeer.Sub(t0)
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
