@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 )
@@ -349,13 +350,33 @@ func EncodeFrame(f *Frame) ([]byte, error) {
 	case OpSend, OpBroadcast, OpMessage:
 		// The hot ops, written directly: several times faster than
 		// encoding/json, byte for byte the same (FuzzEncodeFrameFast).
-		b, err := appendFrame(make([]byte, 0, 96+len(f.To)+len(f.From)+len(f.FromName)+len(f.Data)), f)
+		b, err := AppendFrame(make([]byte, 0, 96+len(f.To)+len(f.From)+len(f.FromName)+len(f.Data)), f)
 		if err != nil {
-			return nil, fmt.Errorf("subservice: encode %s frame: %w", f.Op, err)
+			return nil, err
+		}
+		return b, nil
+	}
+	return encodeGeneric(f)
+}
+
+// AppendFrame appends EncodeFrame(f) to dst and returns the extended
+// buffer; on error dst is returned unchanged. For send, broadcast and
+// message frames it allocates nothing when dst has room.
+func AppendFrame(dst []byte, f *Frame) ([]byte, error) {
+	switch f.Op {
+	case OpSend, OpBroadcast, OpMessage:
+		b, err := appendHot(dst, f.Op, f.ID, f.To, f.From, f.FromName, f.Broadcast, f.Data, false)
+		if err != nil {
+			return dst, fmt.Errorf("subservice: encode %s frame: %w", f.Op, err)
 		}
 		return append(b, '\n'), nil
 	}
-	return encodeGeneric(f)
+	g := *f // so that f itself does not escape: the hot ops allocate nothing
+	b, err := encodeGeneric(&g)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
 }
 
 func encodeGeneric(f *Frame) ([]byte, error) {
@@ -368,32 +389,40 @@ func encodeGeneric(f *Frame) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// appendFrame appends a send, broadcast or message frame to dst.
-func appendFrame(dst []byte, f *Frame) ([]byte, error) {
+// appendHot appends a send, broadcast or message frame (without the
+// newline) to dst. Empty data is null. Unless trusted (data is known to be
+// one compact JSON value), data is checked and compacted.
+func appendHot(dst []byte, op string, id uint64, to, from, fromName string, broadcast bool, data []byte, trusted bool) ([]byte, error) {
 	dst = append(dst, `{"op":`...)
-	dst = appendString(dst, f.Op)
-	switch f.Op {
+	dst = appendString(dst, op)
+	switch op {
 	case OpSend, OpBroadcast:
-		if f.ID != 0 {
+		if id != 0 {
 			dst = append(dst, `,"id":`...)
-			dst = strconv.AppendUint(dst, f.ID, 10)
+			dst = strconv.AppendUint(dst, id, 10)
 		}
-		if f.Op == OpSend {
+		if op == OpSend {
 			dst = append(dst, `,"to":`...)
-			dst = appendString(dst, f.To)
+			dst = appendString(dst, to)
 		}
 	case OpMessage:
 		dst = append(dst, `,"from":`...)
-		dst = appendString(dst, f.From)
+		dst = appendString(dst, from)
 		dst = append(dst, `,"from_name":`...)
-		dst = appendString(dst, f.FromName)
+		dst = appendString(dst, fromName)
 		dst = append(dst, `,"broadcast":`...)
-		dst = strconv.AppendBool(dst, f.Broadcast)
+		dst = strconv.AppendBool(dst, broadcast)
 	}
 	dst = append(dst, `,"data":`...)
-	dst, err := appendCompactJSON(dst, rawOrNull(f.Data))
-	if err != nil {
-		return nil, err
+	if len(data) == 0 {
+		dst = append(dst, "null"...)
+	} else if trusted {
+		dst = append(dst, data...)
+	} else {
+		var err error
+		if dst, err = appendCompactJSON(dst, data); err != nil {
+			return nil, err
+		}
 	}
 	return append(dst, '}'), nil
 }
@@ -407,8 +436,12 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
-		// Eight bytes at a time while none needs a look.
-		for i+8 <= len(s) && !special8(le64(s[i:])) {
+		// Eight bytes at a time, to the first that needs a look.
+		for i+8 <= len(s) {
+			if m := special8(le64(s[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
 			i += 8
 		}
 		if i >= len(s) {
@@ -473,6 +506,24 @@ func marshal(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
+// marshalData is marshal, faster for a json.RawMessage that is already
+// compact (returned as is, not copied) and for a string. The result is one
+// compact JSON value.
+func marshalData(v any) ([]byte, error) {
+	switch v := v.(type) {
+	case json.RawMessage:
+		if v == nil {
+			return []byte("null"), nil
+		}
+		if end, compact, ok := scanValue(v, 0); ok && compact && end == len(v) {
+			return v, nil
+		}
+	case string:
+		return appendString(nil, v), nil
+	}
+	return marshal(v)
+}
+
 // DecodeFrame parses one line (without its newline) into a Frame. It fails
 // with an error wrapping ErrBadFrame when the line is not a JSON object with
 // a non-empty string op, or a known field has the wrong type. Unknown fields
@@ -524,23 +575,31 @@ func NewLineReader(r io.Reader, max int) *LineReader {
 // line; then ReadLine returns io.EOF.
 func (r *LineReader) ReadLine() ([]byte, error) {
 	for {
-		r.buf = r.buf[:0]
 		tooLarge := false
-		var err error
-		for {
-			var chunk []byte
-			chunk, err = r.br.ReadSlice('\n')
-			if !tooLarge {
-				if len(r.buf)+len(chunk) > r.max+2 {
-					tooLarge = true
-					r.buf = r.buf[:0]
-				} else {
-					r.buf = append(r.buf, chunk...)
+		line, err := r.br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A line longer than the reader's buffer: gather it in r.buf.
+			// (Otherwise the line is used in place, without a copy.)
+			r.buf = append(r.buf[:0], line...)
+			if len(r.buf) > r.max+2 {
+				tooLarge = true
+				r.buf = r.buf[:0]
+			}
+			for err == bufio.ErrBufferFull {
+				var chunk []byte
+				chunk, err = r.br.ReadSlice('\n')
+				if !tooLarge {
+					if len(r.buf)+len(chunk) > r.max+2 {
+						tooLarge = true
+						r.buf = r.buf[:0]
+					} else {
+						r.buf = append(r.buf, chunk...)
+					}
 				}
 			}
-			if err != bufio.ErrBufferFull {
-				break
-			}
+			line = r.buf
+		} else if len(line) > r.max+2 {
+			tooLarge = true
 		}
 		if err != nil && err != io.EOF {
 			return nil, err
@@ -548,7 +607,6 @@ func (r *LineReader) ReadLine() ([]byte, error) {
 		if tooLarge {
 			return nil, ErrTooLarge
 		}
-		line := r.buf
 		if n := len(line); n > 0 && line[n-1] == '\n' {
 			line = line[:n-1]
 			if n := len(line); n > 0 && line[n-1] == '\r' {

@@ -1,6 +1,7 @@
 package subservice
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -253,11 +254,24 @@ func (p *Plugin) readLoop() {
 		close(p.clicks)
 		close(p.done)
 	}()
+	var mf Frame // message frames are decoded here, not allocated
+	var strs strCache
 	for {
 		line, err := p.lr.ReadLine()
 		if err == ErrTooLarge {
 			p.pushErr(&Error{Code: CodeTooLarge, Message: "a frame from the node exceeded the reader's cap and was discarded"})
 			continue
+		}
+		if err == nil {
+			mf = Frame{}
+			if decodeFastInto(bytes.TrimSpace(line), &mf, &strs, false) && mf.Op == OpMessage {
+				data := mf.Data
+				if data == nil {
+					data = json.RawMessage("null")
+				}
+				p.deliver(Message{From: Peer{ID: mf.From, Name: mf.FromName}, Broadcast: mf.Broadcast, Data: data})
+				continue
+			}
 		}
 		if err != nil {
 			select {
@@ -284,11 +298,7 @@ func (p *Plugin) readLoop() {
 			if data == nil {
 				data = json.RawMessage("null")
 			}
-			m := Message{From: Peer{ID: f.From, Name: f.FromName}, Broadcast: f.Broadcast, Data: data}
-			select {
-			case p.msgs <- m:
-			case <-p.closing:
-			}
+			p.deliver(Message{From: Peer{ID: f.From, Name: f.FromName}, Broadcast: f.Broadcast, Data: data})
 		case OpPeer:
 			if f.Peer == nil {
 				continue
@@ -319,6 +329,19 @@ func (p *Plugin) readLoop() {
 			default:
 			}
 		}
+	}
+}
+
+// deliver hands m to Messages, waiting while it is full (unless closing).
+func (p *Plugin) deliver(m Message) {
+	select {
+	case p.msgs <- m:
+		return
+	default:
+	}
+	select {
+	case p.msgs <- m:
+	case <-p.closing:
 	}
 }
 
@@ -390,23 +413,23 @@ func (p *Plugin) Send(to string, data any) (uint64, error) {
 	if to == "" {
 		return 0, fmt.Errorf("subservice: send: empty node id")
 	}
-	raw, err := marshal(data)
+	raw, err := marshalData(data)
 	if err != nil {
 		return 0, fmt.Errorf("subservice: send: marshal data: %w", err)
 	}
 	id := p.nextID.Add(1)
-	return id, p.write(&Frame{Op: OpSend, ID: id, To: to, Data: raw})
+	return id, p.writeHot(OpSend, id, to, raw)
 }
 
 // Broadcast sends data, marshalled as JSON, to this subservice on every
 // other node of the mesh, and returns the frame's id.
 func (p *Plugin) Broadcast(data any) (uint64, error) {
-	raw, err := marshal(data)
+	raw, err := marshalData(data)
 	if err != nil {
 		return 0, fmt.Errorf("subservice: broadcast: marshal data: %w", err)
 	}
 	id := p.nextID.Add(1)
-	return id, p.write(&Frame{Op: OpBroadcast, ID: id, Data: raw})
+	return id, p.writeHot(OpBroadcast, id, "", raw)
 }
 
 // SetMenu replaces the plugin's tray menu. Clicks on its items arrive on
@@ -428,12 +451,35 @@ func (p *Plugin) write(f *Frame) error {
 	if err != nil {
 		return err
 	}
+	return p.queue(f.Op, b)
+}
+
+// scratchPool holds buffers for encoding send and broadcast frames.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// writeHot is write for a send or broadcast frame whose data is one
+// compact JSON value (from marshalData): encoded without a Frame or a
+// check of the data, and without allocating.
+func (p *Plugin) writeHot(op string, id uint64, to string, data []byte) error {
+	bp := scratchPool.Get().(*[]byte)
+	b, _ := appendHot((*bp)[:0], op, id, to, "", "", false, data, true)
+	err := p.queue(op, append(b, '\n'))
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		scratchPool.Put(bp)
+	}
+	return err
+}
+
+// queue appends the encoded frame b (for op) to the write buffer,
+// blocking while the buffer is full. b is not retained.
+func (p *Plugin) queue(op string, b []byte) error {
 	if len(b)-1 > p.maxLine {
-		return fmt.Errorf("subservice: %s: %w: %d bytes, the node accepts %d", f.Op, ErrTooLarge, len(b)-1, p.maxLine)
+		return fmt.Errorf("subservice: %s: %w: %d bytes, the node accepts %d", op, ErrTooLarge, len(b)-1, p.maxLine)
 	}
 	select {
 	case <-p.done:
-		return fmt.Errorf("subservice: %s: %w", f.Op, ErrClosed)
+		return fmt.Errorf("subservice: %s: %w", op, ErrClosed)
 	default:
 	}
 	p.wmu.Lock()

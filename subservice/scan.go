@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -145,8 +146,12 @@ func scanString(b []byte, i int) (end int, plain, ok bool) {
 	plain = true
 	i++
 	for {
-		// Eight bytes at a time while none needs a look.
-		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
+		// Eight bytes at a time, to the first that needs a look.
+		for i+8 <= len(b) {
+			if m := special8(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
 			i += 8
 		}
 		if i >= len(b) {
@@ -198,12 +203,14 @@ func le64(s string) uint64 {
 		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
-// special8 reports whether any of the eight bytes in x is a control
-// character, '"', '\\' or not ASCII.
-func special8(x uint64) bool {
+// special8 returns a mask whose lowest set bit is the top bit of the first
+// of the eight bytes in x (the lowest) that is a control character, '"',
+// '\\' or not ASCII; zero when there is none. Bits above the lowest may
+// be set falsely (borrows), so only the lowest counts.
+func special8(x uint64) uint64 {
 	q := x ^ (ones * '"')
 	e := x ^ (ones * '\\')
-	return (x-ones*0x20)&^x&highs|(q-ones)&^q&highs|(e-ones)&^e&highs|x&highs != 0
+	return ((x-ones*0x20)&^x | (q-ones)&^q | (e-ones)&^e | x) & highs
 }
 
 func isHex(c byte) bool {
@@ -290,13 +297,16 @@ const (
 // The frame does not alias line.
 func decodeFast(line []byte) (*Frame, bool) {
 	var f Frame
-	if !decodeFastInto(line, &f) {
+	if !decodeFastInto(line, &f, nil, false) {
 		return nil, false
 	}
 	return &f, true
 }
 
-func decodeFastInto(line []byte, f *Frame) bool {
+// decodeFastInto is decodeFast into f, which must be zero. Strings come
+// from strs when it holds them (strs may be nil). With alias, f.Data is a
+// slice of line rather than a copy.
+func decodeFastInto(line []byte, f *Frame, strs *strCache, alias bool) bool {
 	if len(line) < 2 || line[0] != '{' {
 		return false
 	}
@@ -321,6 +331,7 @@ func decodeFastInto(line []byte, f *Frame) bool {
 			return false
 		}
 		var bit int
+		var str *string
 		switch string(key) {
 		case "op":
 			bit = seenOp
@@ -335,20 +346,11 @@ func decodeFastInto(line []byte, f *Frame) bool {
 				return false
 			}
 		case "to":
-			bit = seenTo
-			if f.To, i, ok = fastString(line, i); !ok {
-				return false
-			}
+			bit, str = seenTo, &f.To
 		case "from":
-			bit = seenFrom
-			if f.From, i, ok = fastString(line, i); !ok {
-				return false
-			}
+			bit, str = seenFrom, &f.From
 		case "from_name":
-			bit = seenFromName
-			if f.FromName, i, ok = fastString(line, i); !ok {
-				return false
-			}
+			bit, str = seenFromName, &f.FromName
 		case "broadcast":
 			bit = seenBroadcast
 			switch {
@@ -365,9 +367,20 @@ func decodeFastInto(line []byte, f *Frame) bool {
 			if i, _, ok = scanValue(line, i); !ok {
 				return false
 			}
-			f.Data = bytes.Clone(line[start:i])
+			if alias {
+				f.Data = line[start:i:i]
+			} else {
+				f.Data = bytes.Clone(line[start:i])
+			}
 		default:
 			return false
+		}
+		if str != nil {
+			var b []byte
+			if b, i, ok = fastBytes(line, i); !ok {
+				return false
+			}
+			*str = strs.get(b)
 		}
 		if seen&bit != 0 {
 			return false
@@ -388,14 +401,50 @@ func decodeFastInto(line []byte, f *Frame) bool {
 	}
 }
 
-// fastString reads a string value at line[i] that needs no unescaping: no
-// escapes and valid UTF-8 (encoding/json would replace invalid bytes).
-func fastString(line []byte, i int) (string, int, bool) {
-	b, end, ok := fastBytes(line, i)
-	return string(b), end, ok
+// strCache hands out the strings it last made for the same bytes, so that
+// decoding the node ids and names that repeat in every frame allocates
+// nothing. Not safe for concurrent use; a nil *strCache always allocates.
+type strCache struct {
+	s    [4]string
+	next int
 }
 
-// fastBytes is fastString without the copy: the bytes are line's.
+func (c *strCache) get(b []byte) string {
+	if c == nil {
+		return string(b)
+	}
+	for _, s := range c.s {
+		if s == string(b) {
+			return s
+		}
+	}
+	s := string(b)
+	c.s[c.next] = s
+	c.next = (c.next + 1) % len(c.s)
+	return s
+}
+
+// Decoder decodes frames as DecodeFrame does, but reuses its memory: the
+// Frame it returns, and the Data in it, are valid only until the next call
+// and may share memory with the line. It is not safe for concurrent use.
+// The zero value is ready to use.
+type Decoder struct {
+	f    Frame
+	strs strCache
+}
+
+// Decode parses one line (without its newline) like DecodeFrame.
+func (d *Decoder) Decode(line []byte) (*Frame, error) {
+	d.f = Frame{}
+	if decodeFastInto(bytes.TrimSpace(line), &d.f, &d.strs, true) {
+		return &d.f, nil
+	}
+	return DecodeFrame(line)
+}
+
+// fastBytes reads a string value at line[i] that needs no unescaping (no
+// escapes, valid UTF-8: encoding/json would replace invalid bytes) and
+// returns its contents, a slice of line.
 func fastBytes(line []byte, i int) ([]byte, int, bool) {
 	if line[i] != '"' {
 		return nil, i, false

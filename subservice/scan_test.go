@@ -111,8 +111,20 @@ func FuzzDecodeFrameFast(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	var d Decoder
 	f.Fuzz(func(t *testing.T, line []byte) {
 		sameDecode(t, line)
+		// A Decoder too, twice (the second time its strings are cached).
+		want, err2 := decodeFrameJSON(line)
+		for range 2 {
+			got, err1 := d.Decode(line)
+			if fmt.Sprint(err1) != fmt.Sprint(err2) {
+				t.Fatalf("%q: Decoder error %v, encoding/json %v", line, err1, err2)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%q:\nDecoder %+v\njson    %+v", line, got, want)
+			}
+		}
 	})
 }
 

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,6 +68,9 @@ func (s *Supervisor) serveConn(c net.Conn) {
 	}()
 	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	lr := subservice.NewLineReader(c, s.cfg.MaxLine)
+	// Frames are handled one at a time before the next is read, so one
+	// Decoder's memory serves them all (handle copies what outlives it).
+	var dec subservice.Decoder
 	for {
 		line, err := lr.ReadLine()
 		if err == subservice.ErrTooLarge {
@@ -79,7 +81,7 @@ func (s *Supervisor) serveConn(c net.Conn) {
 		if err != nil {
 			return
 		}
-		f, err := subservice.DecodeFrame(line)
+		f, err := dec.Decode(line)
 		if err != nil {
 			s.reply(c, inst, &subservice.Frame{Op: subservice.OpError, Code: subservice.CodeBadFrame, Message: err.Error()})
 			continue
@@ -170,7 +172,8 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 }
 
 // handle acts on one frame from a welcomed plugin. The subservice is always
-// the instance's own, never taken from the frame.
+// the instance's own, never taken from the frame. f and its Data are valid
+// only until handle returns.
 func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 	name := inst.p.sub
 	fail := func(code, msg string) {
@@ -224,7 +227,9 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 		}
 		s.mu.Unlock()
 	case subservice.OpOpen:
-		s.openSession(inst, f)
+		open := *f // f is the Decoder's, and the open goes on in the background
+		open.Data = nil
+		s.openSession(inst, &open)
 	case subservice.OpSessionData, subservice.OpSessionEOF, subservice.OpSessionClose:
 		s.sessionOp(inst, f)
 	case subservice.OpHello:
@@ -242,13 +247,12 @@ func (s *Supervisor) knownPeer(id string) bool {
 	return ok
 }
 
-// writeLoop writes inst's queued frames to c in batches. A plugin that does
-// not read blocks only this goroutine; its queue fills and further frames
-// are dropped and counted.
+// writeLoop writes inst's queued frames to c, each batch with one Write. A
+// plugin that does not read blocks only this goroutine; its queue fills and
+// further frames are dropped and counted.
 func (s *Supervisor) writeLoop(inst *instance, c net.Conn) {
 	defer s.wg.Done()
-	bw := bufio.NewWriterSize(c, 64<<10)
-	var batch [][]byte
+	var batch []byte
 	for {
 		var dropped uint64
 		var ok bool
@@ -256,19 +260,12 @@ func (s *Supervisor) writeLoop(inst *instance, c net.Conn) {
 		if !ok {
 			return
 		}
-		for _, b := range batch {
-			if _, err := bw.Write(b); err != nil {
-				c.Close()
-				return
-			}
-		}
-		clear(batch)
 		if dropped > 0 {
 			line, _ := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpError, Code: subservice.CodeDropped,
 				Message: fmt.Sprintf("%d frames for this plugin were dropped because it did not read them fast enough", dropped)})
-			bw.Write(line)
+			batch = append(batch, line...)
 		}
-		if err := bw.Flush(); err != nil {
+		if _, err := c.Write(batch); err != nil {
 			c.Close()
 			return
 		}

@@ -12,11 +12,14 @@ const (
 )
 
 // outQueue is a plugin's bounded queue of encoded frames, drained by one
-// writer goroutine. Producers never block.
+// writer goroutine. Frames are copied into one buffer, so that queueing one
+// allocates nothing (once the buffers have grown) and the writer writes a
+// whole batch with one Write. Producers never block.
 type outQueue struct {
 	mu       sync.Mutex
-	items    [][]byte
-	bytes    int
+	buf      []byte // queued frames, back to back
+	n        int    // frames in buf
+	spare    []byte // the buffer the writer handed back, reused
 	maxItems int
 	maxBytes int
 	drops    uint64 // dropped since the writer last looked
@@ -35,21 +38,24 @@ func (q *outQueue) signal() {
 	}
 }
 
-// push appends b unless the queue is closed or full. One frame is always
-// accepted into an empty queue, whatever its size.
+// push appends a copy of b unless the queue is closed or full. One frame
+// is always accepted into an empty queue, whatever its size.
 func (q *outQueue) push(b []byte) pushResult {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return pushClosed
 	}
-	if len(q.items) > 0 && (len(q.items) >= q.maxItems || q.bytes+len(b) > q.maxBytes) {
+	if q.n > 0 && (q.n >= q.maxItems || len(q.buf)+len(b) > q.maxBytes) {
 		q.drops++
 		q.signal()
 		return pushFull
 	}
-	q.items = append(q.items, b)
-	q.bytes += len(b)
+	if q.buf == nil {
+		q.buf, q.spare = q.spare[:0], nil
+	}
+	q.buf = append(q.buf, b...)
+	q.n++
 	q.signal()
 	return pushOK
 }
@@ -58,8 +64,8 @@ func (q *outQueue) push(b []byte) pushResult {
 func (q *outQueue) pushFront(b []byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.items = append([][]byte{b}, q.items...)
-	q.bytes += len(b)
+	q.buf = append(append(make([]byte, 0, len(b)+len(q.buf)), b...), q.buf...)
+	q.n++
 	q.signal()
 }
 
@@ -67,22 +73,29 @@ func (q *outQueue) pushFront(b []byte) {
 func (q *outQueue) len() (int, int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.items), q.bytes
+	return q.n, len(q.buf)
 }
 
+// spareCap is the largest buffer the queue keeps for reuse.
+const spareCap = 1 << 20
+
 // wait blocks until there are frames or drops to report, and returns all
-// queued frames (reusing spare's array), the number of frames dropped since
-// the last call, and false once the queue is closed.
-func (q *outQueue) wait(spare [][]byte) ([][]byte, uint64, bool) {
+// queued frames as one buffer, the number of frames dropped since the last
+// call, and false once the queue is closed. done is the buffer the last
+// call returned, handed back for reuse (nil the first time).
+func (q *outQueue) wait(done []byte) ([]byte, uint64, bool) {
 	for {
 		q.mu.Lock()
+		if done != nil && cap(done) <= spareCap {
+			q.spare, done = done[:0], nil
+		}
 		if q.closed {
 			q.mu.Unlock()
 			return nil, 0, false
 		}
-		if len(q.items) > 0 || q.drops > 0 {
-			batch, drops := q.items, q.drops
-			q.items, q.bytes, q.drops = spare[:0], 0, 0
+		if q.n > 0 || q.drops > 0 {
+			batch, drops := q.buf, q.drops
+			q.buf, q.n, q.drops = nil, 0, 0
 			q.mu.Unlock()
 			return batch, drops, true
 		}
@@ -96,6 +109,6 @@ func (q *outQueue) close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closed = true
-	q.items, q.bytes = nil, 0
+	q.buf, q.n, q.spare = nil, 0, nil
 	q.signal()
 }

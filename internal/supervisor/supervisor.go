@@ -55,7 +55,8 @@ type MenuItem = subservice.MenuItem
 // Router carries plugin messages between nodes. The node wiring implements
 // it over the mesh. Its methods are called from many goroutines, never with
 // a Supervisor lock held, and must not block for long (Send may block to
-// apply backpressure to the sending plugin).
+// apply backpressure to the sending plugin). Send and Broadcast must not
+// keep payload after they return: its memory is reused.
 type Router interface {
 	// Self returns this node.
 	Self() Peer
@@ -228,11 +229,9 @@ type Supervisor struct {
 	closed   bool // no more Start; set when Run begins to stop
 	finished bool // Run has returned
 
-	pendMu  sync.Mutex
-	pend    map[uint64]pending
-	ring    []uint64
-	ringPos int
-	meshID  atomic.Uint64
+	pendMu sync.Mutex
+	ring   []pending // by mesh id % pendingCap
+	meshID atomic.Uint64
 
 	logsMu sync.Mutex
 	logs   map[string]*logFile
@@ -245,6 +244,7 @@ type Supervisor struct {
 
 // pending remembers a plugin's send so that a Nack can be routed back.
 type pending struct {
+	id       uint64 // the mesh id; 0: a free slot
 	inst     *instance
 	pluginID uint64
 }
@@ -283,8 +283,7 @@ func New(cfg Config) (*Supervisor, error) {
 		subs:    make(map[int]chan Event),
 		conns:   make(map[net.Conn]struct{}),
 		opLocks: make(map[string]*sync.Mutex),
-		pend:    make(map[uint64]pending),
-		ring:    make([]uint64, pendingCap),
+		ring:    make([]pending, pendingCap),
 		logs:    make(map[string]*logFile),
 		psess:   make(map[*instance]*instSessions),
 	}
@@ -622,8 +621,18 @@ func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast b
 	if len(payload) > s.cfg.MaxLine {
 		return fmt.Errorf("%w: %d bytes, more than %d", ErrBadPayload, len(payload), s.cfg.MaxLine)
 	}
-	line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpMessage, From: from.ID, FromName: from.Name, Broadcast: broadcast, Data: payload})
-	if err != nil || len(payload) == 0 {
+	if len(payload) == 0 {
+		return fmt.Errorf("%w: not a JSON value", ErrBadPayload)
+	}
+	bp := scratchPool.Get().(*[]byte)
+	line, err := subservice.AppendFrame((*bp)[:0], &subservice.Frame{Op: subservice.OpMessage, From: from.ID, FromName: from.Name, Broadcast: broadcast, Data: payload})
+	defer func() {
+		if cap(line) <= 64<<10 {
+			*bp = line[:0]
+			scratchPool.Put(bp)
+		}
+	}()
+	if err != nil {
 		return fmt.Errorf("%w: not a JSON value", ErrBadPayload)
 	}
 	s.mu.Lock()
@@ -649,7 +658,11 @@ func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast b
 	return fmt.Errorf("%w: %s", ErrNotRunning, name)
 }
 
-// push queues a frame for inst. s.mu must be held.
+// scratchPool holds buffers for encoding message frames in Deliver (the
+// queues copy them).
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// push queues a copy of a frame for inst. s.mu must be held.
 func (s *Supervisor) push(inst *instance, line []byte) error {
 	switch inst.q.push(line) {
 	case pushFull:
@@ -675,16 +688,15 @@ func NackReason(err error) string {
 }
 
 // track remembers that mesh id refers to the plugin's own id on inst.
+// Mesh ids count up from 1, so the last pendingCap of them each have a slot
+// of their own in the ring: no map, nothing to delete.
 func (s *Supervisor) track(inst *instance, pluginID uint64) uint64 {
 	id := s.meshID.Add(1)
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
-	if old := s.ring[s.ringPos]; old != 0 {
-		delete(s.pend, old)
+	if slot := &s.ring[id%pendingCap]; slot.id < id {
+		*slot = pending{id: id, inst: inst, pluginID: pluginID}
 	}
-	s.ring[s.ringPos] = id
-	s.ringPos = (s.ringPos + 1) % len(s.ring)
-	s.pend[id] = pending{inst: inst, pluginID: pluginID}
 	return id
 }
 
@@ -693,11 +705,12 @@ func (s *Supervisor) track(inst *instance, pluginID uint64) uint64 {
 func (s *Supervisor) untrack(id uint64, name string) (pending, bool) {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
-	p, ok := s.pend[id]
-	if !ok || (name != "" && p.inst.p.sub != name) {
+	slot := &s.ring[id%pendingCap]
+	if id == 0 || slot.id != id || (name != "" && slot.inst.p.sub != name) {
 		return pending{}, false
 	}
-	delete(s.pend, id)
+	p := *slot
+	*slot = pending{}
 	return p, true
 }
 
