@@ -176,3 +176,102 @@ func TestScanValueErrorsAreJSONs(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendFrame: AppendFrame appends EncodeFrame's bytes for every op,
+// and leaves dst as it was on error.
+func TestAppendFrame(t *testing.T) {
+	for _, f := range []Frame{
+		{Op: OpSend, ID: 7, To: "n2", Data: json.RawMessage(`{"a": 1}`)},
+		{Op: OpBroadcast, Data: json.RawMessage(`[1]`)},
+		{Op: OpMessage, From: "n2", FromName: "two", Data: json.RawMessage(`"x"`)},
+		{Op: OpError, ID: 3, Code: CodeNoPeer, Message: "gone"},
+		{Op: OpHello, Token: "t", Protocol: 1},
+	} {
+		want, err := EncodeFrame(&f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := AppendFrame([]byte("prefix"), &f)
+		if err != nil || string(got) != "prefix"+string(want) {
+			t.Errorf("%s: AppendFrame = %q, %v; want prefix%q", f.Op, got, err, want)
+		}
+	}
+	for _, f := range []Frame{
+		{Op: OpSend, To: "n", Data: json.RawMessage(`{`)},
+		{Op: OpSessionData, Session: "s", Data: json.RawMessage(`nope`)},
+	} {
+		dst := []byte("prefix")
+		got, err := AppendFrame(dst, &f)
+		if err == nil || string(got) != "prefix" {
+			t.Errorf("%s with bad data: %q, %v", f.Op, got, err)
+		}
+	}
+}
+
+// TestDecoderAliases: a Decoder's frame shares the line's memory (valid
+// until the next Decode); DecodeFrame's never does.
+func TestDecoderAliases(t *testing.T) {
+	line := []byte(`{"op":"send","id":1,"to":"n2","data":{"a":1}}`)
+	f1, err := DecodeFrame(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d Decoder
+	f2, err := d.Decode(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(line[len(line)-8:], `{"b":2}`)
+	if string(f1.Data) != `{"a":1}` || f1.To != "n2" {
+		t.Errorf("DecodeFrame's frame changed with the line: %+v", f1)
+	}
+	if string(f2.Data) != `{"b":2}` || f2.To != "n2" {
+		t.Errorf("Decoder's data %s, to %q: want the line's bytes, and a string of its own", f2.Data, f2.To)
+	}
+	f3, err := d.Decode([]byte(`{"op":"broadcast","data":2}`))
+	if err != nil || f3.Op != OpBroadcast || f3.To != "" || f3.ID != 0 || string(f3.Data) != "2" {
+		t.Errorf("second Decode: %+v, %v (nothing may be left of the first)", f3, err)
+	}
+}
+
+func TestMarshalData(t *testing.T) {
+	for _, tt := range []struct {
+		in   any
+		want string
+	}{
+		{json.RawMessage(`{"a":1}`), `{"a":1}`},
+		{json.RawMessage(` {"a": [1, 2]} `), `{"a":[1,2]}`},
+		{json.RawMessage(nil), `null`},
+		{"<é\n\u2028>", `"<é\n\u2028>"`},
+		{map[string]int{"b": 2}, `{"b":2}`},
+	} {
+		got, err := marshalData(tt.in)
+		if err != nil || string(got) != tt.want {
+			t.Errorf("marshalData(%#v) = %s, %v; want %s", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []json.RawMessage{{}, json.RawMessage(`{`), json.RawMessage(`1 2`)} {
+		_, err1 := marshalData(bad)
+		_, err2 := marshal(bad)
+		if err1 == nil || fmt.Sprint(err1) != fmt.Sprint(err2) {
+			t.Errorf("marshalData(%q): %v, marshal: %v", bad, err1, err2)
+		}
+	}
+}
+
+// FuzzMarshalData: marshalData writes what encoding/json writes (marshal),
+// for raw JSON and for strings, and fails as it does.
+func FuzzMarshalData(f *testing.F) {
+	for _, s := range []string{`{"a":1}`, ` [1, 2] `, `"\u2028"`, "<&>\xff\n", ``, `{`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, v := range []any{json.RawMessage(b), string(b)} {
+			got, err1 := marshalData(v)
+			want, err2 := marshal(v)
+			if fmt.Sprint(err1) != fmt.Sprint(err2) || !bytes.Equal(got, want) {
+				t.Fatalf("%T %q: marshalData %q, %v; marshal %q, %v", v, b, got, err1, want, err2)
+			}
+		}
+	})
+}

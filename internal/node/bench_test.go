@@ -402,12 +402,16 @@ func BenchmarkPluginToPlugin(b *testing.B) {
 	// Warm up both paths (connections, buffers, the plugins' first pages).
 	mp.run(b, 20000, benchWindow)
 	pp.run(b, 20000, benchWindow)
-	b.Run("window=1024", func(b *testing.B) {
+	window := benchWindow
+	if w, _ := strconv.Atoi(os.Getenv("NODEBENCH_WINDOW")); w > 0 {
+		window = w
+	}
+	b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
 		b.StopTimer()
 		var meshEl time.Duration
-		pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { meshEl = mp.run(b, b.N, benchWindow) })
+		pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { meshEl = mp.run(b, b.N, window) })
 		b.StartTimer()
-		el := pp.run(b, b.N, benchWindow)
+		el := pp.run(b, b.N, window)
 		b.StopTimer()
 		meshRate := float64(b.N) / meshEl.Seconds()
 		rate := float64(b.N) / el.Seconds()
