@@ -108,6 +108,15 @@ func TestScale(t *testing.T) {
 	time.Sleep(3 * time.Second) // let the start-up burst settle
 	all := sampleAll(t, c.nodes)
 	reportSamples(t, n, base, all)
+	// Idle traffic: in the documented runs (NEARBY_SCALE set) over one
+	// browse interval (30 s) once discovery's start-up windows (1 s,
+	// doubling) are over; in the suite a short look.
+	window := 10 * time.Second
+	if os.Getenv("NEARBY_SCALE") != "" {
+		time.Sleep(time.Until(t0.Add(60 * time.Second)))
+		window = 30 * time.Second
+	}
+	idleTraffic(t, n, c.nodes, window)
 
 	// Every node fetches a plugin published on h1 and runs it.
 	drop(t, packChat(t, "chat-go", "1.0.0", publisherKey(t), t.TempDir()), c.nodes[0].dist)
@@ -511,4 +520,92 @@ func waitPlugin(t testing.TB, nd *node, name string) control.Plugin {
 		return err
 	})
 	return p
+}
+
+// netCounters is what a node process's network namespace and the process
+// itself have done so far: UDP datagrams (mDNS is the only UDP here) and
+// TCP segments in and out (/proc/PID/net/snmp is per namespace), and CPU
+// time in clock ticks (/proc/PID/stat utime + stime).
+type netCounters struct {
+	udpIn, udpOut, tcpIn, tcpOut, cpuTicks float64
+}
+
+func countersOf(pid int) (netCounters, error) {
+	var nc netCounters
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/snmp", pid))
+	if err != nil {
+		return nc, err
+	}
+	rows := map[string][2][]string{} // "Udp" -> header, values
+	for _, line := range strings.Split(string(b), "\n") {
+		proto, rest, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		r := rows[proto]
+		if r[0] == nil {
+			r[0] = strings.Fields(rest)
+		} else {
+			r[1] = strings.Fields(rest)
+		}
+		rows[proto] = r
+	}
+	get := func(proto, field string) float64 {
+		r := rows[proto]
+		for i, h := range r[0] {
+			if h == field && i < len(r[1]) {
+				v, _ := strconv.ParseFloat(r[1][i], 64)
+				return v
+			}
+		}
+		return 0
+	}
+	nc.udpIn, nc.udpOut = get("Udp", "InDatagrams"), get("Udp", "OutDatagrams")
+	nc.tcpIn, nc.tcpOut = get("Tcp", "InSegs"), get("Tcp", "OutSegs")
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nc, err
+	}
+	// Fields after the command name, which is in parentheses: state is
+	// field 3, utime 14, stime 15.
+	_, after, _ := strings.Cut(string(st), ") ")
+	f := strings.Fields(after)
+	if len(f) > 12 {
+		u, _ := strconv.ParseFloat(f[11], 64)
+		s, _ := strconv.ParseFloat(f[12], 64)
+		nc.cpuTicks = u + s
+	}
+	return nc, nil
+}
+
+// idleTraffic measures, over window with no plugin and no traffic but
+// the nodes' own, the packets and CPU each node spends: mDNS (browse and
+// answers) and the mesh's keepalives.
+func idleTraffic(t *testing.T, n int, nodes []*node, window time.Duration) {
+	t.Helper()
+	before := make([]netCounters, len(nodes))
+	for i, nd := range nodes {
+		var err error
+		if before[i], err = countersOf(nd.proc.PID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(window)
+	var sum netCounters
+	for i, nd := range nodes {
+		a, err := countersOf(nd.proc.PID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := before[i]
+		sum.udpIn += a.udpIn - b.udpIn
+		sum.udpOut += a.udpOut - b.udpOut
+		sum.tcpIn += a.tcpIn - b.tcpIn
+		sum.tcpOut += a.tcpOut - b.tcpOut
+		sum.cpuTicks += a.cpuTicks - b.cpuTicks
+	}
+	per := func(v float64) float64 { return v / float64(len(nodes)) / window.Seconds() }
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	t.Logf("N=%d idle, per node per second over %v: mDNS %.1f datagrams in, %.2f out; TCP %.1f segments in, %.1f out; CPU %.2f%% of a core",
+		n, window, per(sum.udpIn), per(sum.udpOut), per(sum.tcpIn), per(sum.tcpOut), 100*per(sum.cpuTicks)/ticksPerSecond)
 }
