@@ -17,9 +17,9 @@ const (
 // whole batch with one Write. Producers never block.
 type outQueue struct {
 	mu       sync.Mutex
-	buf      []byte // queued frames, back to back
-	n        int    // frames in buf
-	spare    []byte // the buffer the writer handed back, reused
+	buf      []byte   // queued frames, back to back
+	n        int      // frames in buf
+	free     [][]byte // buffers the writer handed back, for reuse (at most 2)
 	maxItems int
 	maxBytes int
 	drops    uint64 // dropped since the writer last looked
@@ -51,8 +51,9 @@ func (q *outQueue) push(b []byte) pushResult {
 		q.signal()
 		return pushFull
 	}
-	if q.buf == nil {
-		q.buf, q.spare = q.spare[:0], nil
+	if q.buf == nil && len(q.free) > 0 {
+		q.buf = q.free[len(q.free)-1]
+		q.free = q.free[:len(q.free)-1]
 	}
 	q.buf = append(q.buf, b...)
 	q.n++
@@ -86,9 +87,10 @@ const spareCap = 1 << 20
 func (q *outQueue) wait(done []byte) ([]byte, uint64, bool) {
 	for {
 		q.mu.Lock()
-		if done != nil && cap(done) <= spareCap {
-			q.spare, done = done[:0], nil
+		if done != nil && cap(done) <= spareCap && len(q.free) < 2 {
+			q.free = append(q.free, done[:0])
 		}
+		done = nil
 		if q.closed {
 			q.mu.Unlock()
 			return nil, 0, false
@@ -109,6 +111,6 @@ func (q *outQueue) close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closed = true
-	q.buf, q.n, q.spare = nil, 0, nil
+	q.buf, q.n, q.free = nil, 0, nil
 	q.signal()
 }
