@@ -463,7 +463,8 @@ var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return 
 func (p *Plugin) writeHot(op string, id uint64, to string, data []byte) error {
 	bp := scratchPool.Get().(*[]byte)
 	b, _ := appendHot((*bp)[:0], op, id, to, "", "", false, data, true)
-	err := p.queue(op, append(b, '\n'))
+	b = append(b, '\n')
+	err := p.queue(op, b)
 	if cap(b) <= 64<<10 {
 		*bp = b[:0]
 		scratchPool.Put(bp)
