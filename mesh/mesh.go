@@ -413,6 +413,18 @@ func (m *Mesh) Peer(id NodeID) (PeerInfo, bool) {
 	return p.info(), true
 }
 
+// PeerName returns the display name of a connected peer. It is the cheap
+// form of Peer for hot paths (Peer copies the peer's catalog).
+func (m *Mesh) PeerName(id NodeID) (string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	p := m.peers[id]
+	if p == nil {
+		return "", false
+	}
+	return p.name, true
+}
+
 // SetCatalog sets this node's catalog and, when it changed, sends it to
 // every peer (new peers get it when they connect). The catalog is normalized
 // first (see Catalog.Normalize); entries that cannot travel are left out and

@@ -468,9 +468,7 @@ func (n *Node) onMessage(m mesh.Message) error {
 
 func (n *Node) peerOf(id mesh.NodeID) supervisor.Peer {
 	p := supervisor.Peer{ID: string(id)}
-	if pi, ok := n.mesh.Peer(id); ok {
-		p.Name = pi.Name
-	}
+	p.Name, _ = n.mesh.PeerName(id)
 	return p
 }
 
