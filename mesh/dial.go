@@ -170,7 +170,16 @@ func (m *Mesh) dialLoop(t *target) {
 			m.mu.Unlock()
 			backoff, delay = m.cfg.ReconnectMin, 0
 		case errors.Is(err, ErrDuplicate):
-			// The pair is connecting the other way.
+			// The pair is connecting the other way. A static address
+			// learns here whom it reaches once that session is up;
+			// otherwise it would redial it every ReconnectMin for as long
+			// as the session lasts, a wasted handshake on both sides each
+			// time.
+			m.mu.Lock()
+			if t.id == "" && pid != "" && m.peers[pid] != nil {
+				t.id = pid
+			}
+			m.mu.Unlock()
 			delay = m.cfg.ReconnectMin
 		case errors.Is(err, errSelf):
 			m.log.Debug("static peer is this node; not dialling it again", "addr", addrs)
@@ -217,7 +226,9 @@ func (m *Mesh) dialAddrs(ctx context.Context, t *target, expect NodeID, addrs []
 		case isSelf(err):
 			return "", errSelf
 		case errors.Is(err, ErrDuplicate):
-			return "", err
+			var de duplicateError
+			errors.As(err, &de)
+			return de.peer, err
 		case hsErr == nil:
 			hsErr = fmt.Errorf("%s: %w", addr, err)
 		}

@@ -92,6 +92,9 @@ func (m *Mesh) handshake(ctx context.Context, raw net.Conn, dialer bool, expect 
 			m.hsOK.Add(1)
 			return
 		}
+		if pid != "" && errors.Is(err, ErrDuplicate) {
+			err = duplicateError{peer: pid, err: err}
+		}
 		m.hsFailed.Add(1)
 		raw.Close()
 		m.log.Debug("handshake failed", "addr", addr, "peer", pid.Short(), "dialer", dialer, "err", err)
@@ -402,3 +405,14 @@ func (m *Mesh) activate(p *peer, reserved bool, token uint64) error {
 	p.signal()
 	return nil
 }
+
+// duplicateError is a handshake that lost the one-session-per-pair rule,
+// with the (TLS-authenticated) id of the node at the other end, so that a
+// static peer's dialler learns whom its address reaches.
+type duplicateError struct {
+	peer NodeID
+	err  error
+}
+
+func (e duplicateError) Error() string { return e.err.Error() }
+func (e duplicateError) Unwrap() error { return e.err }

@@ -421,6 +421,40 @@ func TestStaticPeerRedialledAfterRestart(t *testing.T) {
 	b2.waitUp(a.ID())
 }
 
+// TestStaticPeersBothWays: two nodes that list each other as static peers
+// connect once, and the one whose own dial lost the one-session-per-pair
+// rule stops dialling (the e2e scale test found each such pair redialled
+// every ReconnectMin, a wasted TLS handshake on both sides each time).
+func TestStaticPeersBothWays(t *testing.T) {
+	checkGoroutines(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrA := ln.Addr().String()
+	ln.Close()
+	cb := testConfig(t, testKey)
+	cb.StaticPeers = []string{addrA}
+	b := startNode(t, cb)
+	ca := testConfig(t, testKey)
+	ca.ListenAddr = addrA
+	ca.StaticPeers = []string{b.Addr().String()}
+	a := startNode(t, ca)
+	a.waitUp(b.ID())
+	b.waitUp(a.ID())
+	// Six ReconnectMin periods: the losing side may fail twice (both dials
+	// in flight at once, then one that finds the session up) and then must
+	// stay quiet.
+	time.Sleep(6 * DefaultReconnectMin)
+	failed := a.Stats().HandshakesFailed + b.Stats().HandshakesFailed
+	if failed > 4 {
+		t.Errorf("%d failed handshakes between two connected static peers", failed)
+	}
+	if p := len(a.Peers()); p != 1 {
+		t.Errorf("a has %d peers", p)
+	}
+}
+
 // TestSlowPeerDoesNotStallOthers: c stops reading (its OnMessage blocks).
 // a keeps broadcasting; b gets everything, a's queue for c fills and drops,
 // and c is eventually disconnected.

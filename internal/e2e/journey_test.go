@@ -628,8 +628,8 @@ func watch(t testing.TB, nd *node) *watcher {
 	case <-hello:
 	case <-w.done:
 		t.Fatalf("%s: event stream: %v", nd.host.Name, w.err)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s: no hello on the event stream", nd.host.Name)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: no hello on the event stream in 30 s", nd.host.Name)
 	}
 	return w
 }

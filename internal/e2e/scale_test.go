@@ -77,9 +77,25 @@ func TestScale(t *testing.T) {
 		pinNeighbours(t, c.lan.Hosts())
 	}
 	first, rest := c.nodes[:2], c.nodes[2:]
+	// NEARBY_SCALE_DISCOVERY=static: no mDNS; every node is given every
+	// other as a static peer (what a seed list or a gossip engine provides),
+	// to separate the mesh's own costs from discovery's.
+	static := os.Getenv("NEARBY_SCALE_DISCOVERY") == "static"
+	args := func(nd *node) []string {
+		a := scaleArgs()
+		if static {
+			a = append(a, "--no-discovery")
+			for _, o := range c.nodes {
+				if o != nd {
+					a = append(a, "--peer", o.host.IPv4.String()+":7946")
+				}
+			}
+		}
+		return a
+	}
 
 	for _, nd := range first {
-		nd.start(scaleArgs()...)
+		nd.start(args(nd)...)
 	}
 	waitFor(t, 15*time.Second, "h1 and h2 connected", func() error { return fullMeshOf(first) })
 	var watchers []*watcher // peer-down events, from each node's start on
@@ -92,18 +108,24 @@ func TestScale(t *testing.T) {
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	for _, nd := range rest {
-		wg.Go(func() { nd.start(scaleArgs()...) })
+		wg.Go(func() { nd.start(args(nd)...) })
 	}
 	wg.Wait()
 	t.Logf("%d nodes started at once (control sockets up) in %v", len(rest), time.Since(t0).Round(time.Millisecond))
 	for _, nd := range rest {
 		watchers = append(watchers, watch(t, nd))
 	}
-	waitFor(t, 3*time.Minute, "every node knows every other", func() error { return knowAll(c.nodes) })
+	if !static {
+		waitFor(t, 3*time.Minute, "every node knows every other", func() error { return knowAll(c.nodes) })
+	}
 	waitFor(t, 3*time.Minute, "full mesh", func() error { return fullMeshOf(c.nodes) })
 	known, mdns, meshed := scaleTimes(t, c.nodes, t0)
-	t.Logf("N=%d: every node knew every other after %v (all over mDNS itself: %v); full mesh after %v",
-		n, known.Round(time.Millisecond), mdns, meshed.Round(time.Millisecond))
+	if static {
+		t.Logf("N=%d, static peers, no mDNS: full mesh after %v", n, meshed.Round(time.Millisecond))
+	} else {
+		t.Logf("N=%d: every node knew every other after %v (all over mDNS itself: %v); full mesh after %v",
+			n, known.Round(time.Millisecond), mdns, meshed.Round(time.Millisecond))
+	}
 
 	time.Sleep(3 * time.Second) // let the start-up burst settle
 	all := sampleAll(t, c.nodes)
@@ -527,7 +549,7 @@ func waitPlugin(t testing.TB, nd *node, name string) control.Plugin {
 // TCP segments in and out (/proc/PID/net/snmp is per namespace), and CPU
 // time in clock ticks (/proc/PID/stat utime + stime).
 type netCounters struct {
-	udpIn, udpOut, tcpIn, tcpOut, cpuTicks float64
+	udpIn, udpOut, udpDrops, tcpIn, tcpOut, cpuTicks float64
 }
 
 func countersOf(pid int) (netCounters, error) {
@@ -561,6 +583,7 @@ func countersOf(pid int) (netCounters, error) {
 		return 0
 	}
 	nc.udpIn, nc.udpOut = get("Udp", "InDatagrams"), get("Udp", "OutDatagrams")
+	nc.udpDrops = get("Udp", "RcvbufErrors")
 	nc.tcpIn, nc.tcpOut = get("Tcp", "InSegs"), get("Tcp", "OutSegs")
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -600,12 +623,13 @@ func idleTraffic(t *testing.T, n int, nodes []*node, window time.Duration) {
 		b := before[i]
 		sum.udpIn += a.udpIn - b.udpIn
 		sum.udpOut += a.udpOut - b.udpOut
+		sum.udpDrops += a.udpDrops - b.udpDrops
 		sum.tcpIn += a.tcpIn - b.tcpIn
 		sum.tcpOut += a.tcpOut - b.tcpOut
 		sum.cpuTicks += a.cpuTicks - b.cpuTicks
 	}
 	per := func(v float64) float64 { return v / float64(len(nodes)) / window.Seconds() }
 	const ticksPerSecond = 100 // USER_HZ on Linux
-	t.Logf("N=%d idle, per node per second over %v: mDNS %.1f datagrams in, %.2f out; TCP %.1f segments in, %.1f out; CPU %.2f%% of a core",
-		n, window, per(sum.udpIn), per(sum.udpOut), per(sum.tcpIn), per(sum.tcpOut), 100*per(sum.cpuTicks)/ticksPerSecond)
+	t.Logf("N=%d idle, per node per second over %v: mDNS %.1f datagrams in, %.2f out, %.1f dropped (receive buffer full); TCP %.1f segments in, %.1f out; CPU %.2f%% of a core",
+		n, window, per(sum.udpIn), per(sum.udpOut), per(sum.udpDrops), per(sum.tcpIn), per(sum.tcpOut), 100*per(sum.cpuTicks)/ticksPerSecond)
 }
