@@ -31,9 +31,12 @@ const journeyLoss = 5
 // the first packet to the last, nodes started in random order, one host cut
 // and healed in the middle, source nodes killed with kill -9 during
 // downloads, a plugin that crashes in a loop, and hostile archives dropped
-// into a dist folder. Every step waits for its outcome with a bound; the
-// end checks that nothing installed was lost, no node crashed and every
-// view converged.
+// into a dist folder (unsafe ones, and a valid higher version signed by
+// another publisher). Every step waits for its outcome with a bound and
+// logs how long it took; the end checks that nothing installed was lost, no
+// node crashed and every view converged.
+//
+//	scripts/isolated.sh go test -run 'TestJourneyUnderFaults$' -v ./internal/e2e/
 func TestJourneyUnderFaults(t *testing.T) {
 	requirePython(t)
 	c := newCluster(t, 5)
