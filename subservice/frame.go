@@ -20,6 +20,16 @@ const ProtocolVersion = 1
 // without its newline). The node announces its cap in welcome as max_line.
 const DefaultMaxLine = 1 << 20
 
+// FeatureBatch is the protocol feature that lets send, broadcast and
+// message frames carry a batch of messages (Frame.Batch) instead of one
+// (Frame.Data). A plugin asks for it in hello's features; it may use it
+// once the welcome's features list it (docs/PROTOCOL.md §13).
+const FeatureBatch = "batch"
+
+// DefaultMaxBatch is the default cap on the number of messages in one
+// batch. The node announces its cap in welcome as max_batch.
+const DefaultMaxBatch = 1024
+
 // The environment variables the node sets for every plugin it starts.
 const (
 	EnvSocket     = "NEARBY_SOCKET"     // path of the node's unix socket
@@ -151,17 +161,28 @@ type Frame struct {
 	Op string `json:"op"`
 
 	// ID is chosen by the plugin on send and broadcast (0: none) and echoed
-	// in error frames about that frame.
+	// in error frames about that frame. A batch of n messages uses the ids
+	// ID to ID+n-1, one per message.
 	ID uint64 `json:"id,omitempty"`
 
 	// hello
 	Token    string `json:"token,omitempty"`
 	Protocol int    `json:"protocol,omitempty"`
+	// hello (the features the plugin asks for), welcome (those the node
+	// grants, FeatureBatch being the only one so far).
+	Features []string `json:"features,omitempty"`
 
 	// send (To), error (To: the node the failed send was for)
 	To string `json:"to,omitempty"`
 	// send, broadcast, message: any JSON value, carried as raw bytes.
 	Data json.RawMessage `json:"data,omitempty"`
+	// send, broadcast, message with FeatureBatch: a JSON array of messages,
+	// each carried as Data would carry it. When Batch is set, Data is not
+	// written.
+	Batch json.RawMessage `json:"batch,omitempty"`
+	// error: how many ids, from ID on, the error is about (a batch's); 0
+	// means one.
+	Count int `json:"count,omitempty"`
 
 	// menu
 	Items []MenuItem `json:"items,omitempty"`
@@ -172,6 +193,8 @@ type Frame struct {
 	Version    string `json:"version,omitempty"`
 	Peers      []Peer `json:"peers,omitempty"`
 	MaxLine    int    `json:"max_line,omitempty"`
+	// welcome with FeatureBatch: the cap on messages in one batch.
+	MaxBatch int `json:"max_batch,omitempty"`
 
 	// message
 	From      string `json:"from,omitempty"`
@@ -238,11 +261,20 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 	switch f.Op {
 	case OpHello:
 		return marshal(struct {
-			Op       string `json:"op"`
-			Token    string `json:"token"`
-			Protocol int    `json:"protocol"`
-		}{f.Op, f.Token, f.Protocol})
+			Op       string   `json:"op"`
+			Token    string   `json:"token"`
+			Protocol int      `json:"protocol"`
+			Features []string `json:"features,omitempty"`
+		}{f.Op, f.Token, f.Protocol, f.Features})
 	case OpSend:
+		if len(f.Batch) > 0 {
+			return marshal(struct {
+				Op    string          `json:"op"`
+				ID    uint64          `json:"id,omitempty"`
+				To    string          `json:"to"`
+				Batch json.RawMessage `json:"batch"`
+			}{f.Op, f.ID, f.To, f.Batch})
+		}
 		return marshal(struct {
 			Op   string          `json:"op"`
 			ID   uint64          `json:"id,omitempty"`
@@ -250,6 +282,13 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 			Data json.RawMessage `json:"data"`
 		}{f.Op, f.ID, f.To, rawOrNull(f.Data)})
 	case OpBroadcast:
+		if len(f.Batch) > 0 {
+			return marshal(struct {
+				Op    string          `json:"op"`
+				ID    uint64          `json:"id,omitempty"`
+				Batch json.RawMessage `json:"batch"`
+			}{f.Op, f.ID, f.Batch})
+		}
 		return marshal(struct {
 			Op   string          `json:"op"`
 			ID   uint64          `json:"id,omitempty"`
@@ -270,15 +309,26 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 			peers = []Peer{}
 		}
 		return marshal(struct {
-			Op         string `json:"op"`
-			Protocol   int    `json:"protocol"`
-			Node       Peer   `json:"node"`
-			Subservice string `json:"subservice"`
-			Version    string `json:"version"`
-			Peers      []Peer `json:"peers"`
-			MaxLine    int    `json:"max_line"`
-		}{f.Op, f.Protocol, peer(f.Node), f.Subservice, f.Version, peers, f.MaxLine})
+			Op         string   `json:"op"`
+			Protocol   int      `json:"protocol"`
+			Node       Peer     `json:"node"`
+			Subservice string   `json:"subservice"`
+			Version    string   `json:"version"`
+			Peers      []Peer   `json:"peers"`
+			MaxLine    int      `json:"max_line"`
+			Features   []string `json:"features,omitempty"`
+			MaxBatch   int      `json:"max_batch,omitempty"`
+		}{f.Op, f.Protocol, peer(f.Node), f.Subservice, f.Version, peers, f.MaxLine, f.Features, f.MaxBatch})
 	case OpMessage:
+		if len(f.Batch) > 0 {
+			return marshal(struct {
+				Op        string          `json:"op"`
+				From      string          `json:"from"`
+				FromName  string          `json:"from_name"`
+				Broadcast bool            `json:"broadcast"`
+				Batch     json.RawMessage `json:"batch"`
+			}{f.Op, f.From, f.FromName, f.Broadcast, f.Batch})
+		}
 		return marshal(struct {
 			Op        string          `json:"op"`
 			From      string          `json:"from"`
@@ -296,11 +346,12 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 		return marshal(struct {
 			Op      string `json:"op"`
 			ID      uint64 `json:"id,omitempty"`
+			Count   int    `json:"count,omitempty"`
 			Code    string `json:"code"`
 			Message string `json:"message"`
 			To      string `json:"to,omitempty"`
 			Session string `json:"session,omitempty"`
-		}{f.Op, f.ID, f.Code, f.Message, f.To, f.Session})
+		}{f.Op, f.ID, f.Count, f.Code, f.Message, f.To, f.Session})
 	case OpOpen:
 		return marshal(struct {
 			Op      string `json:"op"`
@@ -350,7 +401,7 @@ func EncodeFrame(f *Frame) ([]byte, error) {
 	case OpSend, OpBroadcast, OpMessage:
 		// The hot ops, written directly: several times faster than
 		// encoding/json, byte for byte the same (FuzzEncodeFrameFast).
-		b, err := AppendFrame(make([]byte, 0, 96+len(f.To)+len(f.From)+len(f.FromName)+len(f.Data)), f)
+		b, err := AppendFrame(make([]byte, 0, 96+len(f.To)+len(f.From)+len(f.FromName)+len(f.Data)+len(f.Batch)), f)
 		if err != nil {
 			return nil, err
 		}
@@ -365,7 +416,11 @@ func EncodeFrame(f *Frame) ([]byte, error) {
 func AppendFrame(dst []byte, f *Frame) ([]byte, error) {
 	switch f.Op {
 	case OpSend, OpBroadcast, OpMessage:
-		b, err := appendHot(dst, f.Op, f.ID, f.To, f.From, f.FromName, f.Broadcast, f.Data, false)
+		data, batch := f.Data, len(f.Batch) > 0
+		if batch {
+			data = f.Batch
+		}
+		b, err := appendHot(dst, f.Op, f.ID, f.To, f.From, f.FromName, f.Broadcast, data, batch, false)
 		if err != nil {
 			return dst, fmt.Errorf("subservice: encode %s frame: %w", f.Op, err)
 		}
@@ -390,9 +445,27 @@ func encodeGeneric(f *Frame) ([]byte, error) {
 }
 
 // appendHot appends a send, broadcast or message frame (without the
-// newline) to dst. Empty data is null. Unless trusted (data is known to be
-// one compact JSON value), data is checked and compacted.
-func appendHot(dst []byte, op string, id uint64, to, from, fromName string, broadcast bool, data []byte, trusted bool) ([]byte, error) {
+// newline) to dst. Empty data is null. With batch, data is the frame's
+// batch (never empty) rather than its data. Unless trusted (data is known
+// to be one compact JSON value), data is checked and compacted.
+func appendHot(dst []byte, op string, id uint64, to, from, fromName string, broadcast bool, data []byte, batch, trusted bool) ([]byte, error) {
+	dst = appendHead(dst, op, id, to, from, fromName, broadcast, batch)
+	if len(data) == 0 {
+		dst = append(dst, "null"...)
+	} else if trusted {
+		dst = append(dst, data...)
+	} else {
+		var err error
+		if dst, err = appendCompactJSON(dst, data); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+// appendHead appends a send, broadcast or message frame up to its data
+// (or, with batch, its batch): everything before the value.
+func appendHead(dst []byte, op string, id uint64, to, from, fromName string, broadcast, batch bool) []byte {
 	dst = append(dst, `{"op":`...)
 	dst = appendString(dst, op)
 	switch op {
@@ -413,18 +486,29 @@ func appendHot(dst []byte, op string, id uint64, to, from, fromName string, broa
 		dst = append(dst, `,"broadcast":`...)
 		dst = strconv.AppendBool(dst, broadcast)
 	}
-	dst = append(dst, `,"data":`...)
-	if len(data) == 0 {
-		dst = append(dst, "null"...)
-	} else if trusted {
-		dst = append(dst, data...)
-	} else {
-		var err error
-		if dst, err = appendCompactJSON(dst, data); err != nil {
-			return nil, err
-		}
+	if batch {
+		return append(dst, `,"batch":`...)
 	}
-	return append(dst, '}'), nil
+	return append(dst, `,"data":`...)
+}
+
+// AppendBatchFrame is AppendFrame for a send, broadcast or message frame
+// that carries a batch (f.Data is ignored), and also returns the number of
+// messages in it. It fails, returning dst unchanged, when f.Batch is not a
+// JSON array of at least one value (the error wraps ErrBadFrame) or f.Op
+// is another op. It allocates nothing when dst has room.
+func AppendBatchFrame(dst []byte, f *Frame) ([]byte, int, error) {
+	switch f.Op {
+	case OpSend, OpBroadcast, OpMessage:
+	default:
+		return dst, 0, fmt.Errorf("%w: a %s frame carries no batch", ErrBadFrame, f.Op)
+	}
+	b := appendHead(dst, f.Op, f.ID, f.To, f.From, f.FromName, f.Broadcast, true)
+	b, n, err := AppendBatch(b, f.Batch)
+	if err != nil {
+		return dst, 0, err
+	}
+	return append(b, '}', '\n'), n, nil
 }
 
 const hexDigits = "0123456789abcdef"

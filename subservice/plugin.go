@@ -51,18 +51,32 @@ type PeerEvent struct {
 // broadcast it concerns (0 when it concerns none); To is the node a failed
 // send was addressed to, when known; Session is the session a failed
 // session write concerns.
+//
+// Count is how many ids the error concerns, ID to ID+Count-1: more than one
+// when the SDK carried those messages as one batch (it coalesces sends
+// that pile up); 0 or 1 means ID alone. Covers tells whether it concerns an
+// id.
 type Error struct {
 	ID      uint64
+	Count   int
 	Code    string
 	Message string
 	To      string
 	Session string
 }
 
+// Covers reports whether the error concerns the message with id id.
+func (e *Error) Covers(id uint64) bool {
+	return e.ID != 0 && id >= e.ID && id-e.ID < uint64(max(e.Count, 1))
+}
+
 // Error implements error.
 func (e *Error) Error() string {
 	s := "subservice: node error " + e.Code
-	if e.ID != 0 {
+	switch {
+	case e.ID != 0 && e.Count > 1:
+		s += fmt.Sprintf(" (ids %d to %d)", e.ID, e.ID+uint64(e.Count)-1)
+	case e.ID != 0:
 		s += fmt.Sprintf(" (id %d)", e.ID)
 	}
 	if e.Message != "" {
@@ -72,7 +86,7 @@ func (e *Error) Error() string {
 }
 
 func frameError(f *Frame) *Error {
-	return &Error{ID: f.ID, Code: f.Code, Message: f.Message, To: f.To, Session: f.Session}
+	return &Error{ID: f.ID, Count: f.Count, Code: f.Code, Message: f.Message, To: f.To, Session: f.Session}
 }
 
 // Buffer sizes of the channels a Plugin returns.
@@ -94,14 +108,21 @@ const (
 // discarded. Peers is kept current either way.
 //
 // Frames to the node are queued and written by one goroutine, as many per
-// write as have accumulated; Close writes what is still queued.
+// write as have accumulated; Close writes what is still queued. When the
+// node grants the batch feature (it does unless WithoutBatch is given),
+// sends to one node (and broadcasts) that pile up while a write is in
+// progress travel as one batch frame, which costs the node and the mesh
+// far less than one frame each; each keeps its own id, and the receiving
+// plugins get them one by one, in order.
 type Plugin struct {
-	conn    net.Conn
-	lr      *LineReader
-	self    Peer
-	sub     string
-	version string
-	maxLine int
+	conn     net.Conn
+	lr       *LineReader
+	self     Peer
+	sub      string
+	version  string
+	maxLine  int
+	batch    bool // the node granted FeatureBatch
+	maxBatch int  // messages per batch frame
 
 	nextID atomic.Uint64
 
@@ -111,6 +132,7 @@ type Plugin struct {
 	wcond *sync.Cond
 	wbuf  []byte
 	wfree []byte // the other buffer, reused
+	wtail tail   // the send or broadcast frame at the end of wbuf
 	werr  error
 	wbusy bool // writeLoop is writing a batch
 	wkick chan struct{}
@@ -134,26 +156,43 @@ type Plugin struct {
 	done      chan struct{}
 }
 
+// Option adjusts Connect and Dial.
+type Option func(*options)
+
+type options struct {
+	noBatch bool
+}
+
+// WithoutBatch makes the plugin speak protocol 1 without the batch
+// feature: every send and broadcast is a frame of its own, exactly as
+// nodes that predate batches expect. Plugins never need it (nodes that do
+// not know the feature simply do not grant it); it is there to compare.
+func WithoutBatch() Option { return func(o *options) { o.noBatch = true } }
+
 // Connect connects to the node that started this process, using the socket
 // and one-time token in its environment (NEARBY_SOCKET, NEARBY_TOKEN), and
 // returns once the node has welcomed it. It returns ErrNotPlugin when the
 // environment lacks them and an *Error when the node refuses the hello.
-func Connect(ctx context.Context) (*Plugin, error) {
+func Connect(ctx context.Context, opts ...Option) (*Plugin, error) {
 	socket, token := os.Getenv(EnvSocket), os.Getenv(EnvToken)
 	if socket == "" || token == "" {
 		return nil, ErrNotPlugin
 	}
-	return Dial(ctx, socket, token)
+	return Dial(ctx, socket, token, opts...)
 }
 
 // Dial is Connect with an explicit socket path and token.
-func Dial(ctx context.Context, socket, token string) (*Plugin, error) {
+func Dial(ctx context.Context, socket, token string, opts ...Option) (*Plugin, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
 		return nil, fmt.Errorf("subservice: dial node: %w", err)
 	}
-	p, err := handshake(ctx, c, token)
+	p, err := handshake(ctx, c, token, o)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -163,9 +202,13 @@ func Dial(ctx context.Context, socket, token string) (*Plugin, error) {
 	return p, nil
 }
 
-func handshake(ctx context.Context, c net.Conn, token string) (*Plugin, error) {
+func handshake(ctx context.Context, c net.Conn, token string, o options) (*Plugin, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	hello, err := EncodeFrame(&Frame{Op: OpHello, Token: token, Protocol: ProtocolVersion})
+	hf := &Frame{Op: OpHello, Token: token, Protocol: ProtocolVersion}
+	if !o.noBatch {
+		hf.Features = []string{FeatureBatch}
+	}
+	hello, err := EncodeFrame(hf)
 	if err != nil {
 		stop()
 		return nil, err
@@ -229,6 +272,15 @@ func handshake(ctx context.Context, c net.Conn, token string) (*Plugin, error) {
 	if p.maxLine <= 0 {
 		p.maxLine = DefaultMaxLine
 	}
+	// A node that does not know the feature ignores the request and grants
+	// nothing; one that grants it without a cap gets the default.
+	if !o.noBatch && slices.Contains(w.Features, FeatureBatch) {
+		p.batch = true
+		p.maxBatch = w.MaxBatch
+		if p.maxBatch <= 0 {
+			p.maxBatch = DefaultMaxBatch
+		}
+	}
 	// Frames from the node carry at most one plugin frame's data plus a
 	// little framing; allow generous room over the node's own cap.
 	lr.max = max(lr.max, 2*p.maxLine+64<<10)
@@ -256,6 +308,7 @@ func (p *Plugin) readLoop() {
 	}()
 	var mf Frame // message frames are decoded here, not allocated
 	var strs strCache
+	bi := batchInfo{spans: make([]int, 0, 2*DefaultMaxBatch)}
 	for {
 		line, err := p.lr.ReadLine()
 		if err == ErrTooLarge {
@@ -264,12 +317,25 @@ func (p *Plugin) readLoop() {
 		}
 		if err == nil {
 			mf = Frame{}
-			if decodeFastInto(bytes.TrimSpace(line), &mf, &strs, false) && mf.Op == OpMessage {
+			bi.n, bi.compact = 0, false
+			if decodeFastInto(bytes.TrimSpace(line), &mf, &strs, false, &bi) && mf.Op == OpMessage {
+				from := Peer{ID: mf.From, Name: mf.FromName}
+				if mf.Batch != nil {
+					// decodeFastInto checked the batch and found its
+					// values (none if it is not an array). They share
+					// the batch's memory, a copy of the line's.
+					b := mf.Batch
+					for k := 0; k+1 < len(bi.spans) && bi.n > 0; k += 2 {
+						start, end := bi.spans[k], bi.spans[k+1]
+						p.deliver(Message{From: from, Broadcast: mf.Broadcast, Data: json.RawMessage(b[start:end:end])})
+					}
+					continue
+				}
 				data := mf.Data
 				if data == nil {
 					data = json.RawMessage("null")
 				}
-				p.deliver(Message{From: Peer{ID: mf.From, Name: mf.FromName}, Broadcast: mf.Broadcast, Data: data})
+				p.deliver(Message{From: from, Broadcast: mf.Broadcast, Data: data})
 				continue
 			}
 		}
@@ -294,11 +360,18 @@ func (p *Plugin) readLoop() {
 		}
 		switch f.Op {
 		case OpMessage:
+			from := Peer{ID: f.From, Name: f.FromName}
+			if f.Batch != nil {
+				for d := range BatchItems(f.Batch) {
+					p.deliver(Message{From: from, Broadcast: f.Broadcast, Data: json.RawMessage(d)})
+				}
+				continue
+			}
 			data := f.Data
 			if data == nil {
 				data = json.RawMessage("null")
 			}
-			p.deliver(Message{From: Peer{ID: f.From, Name: f.FromName}, Broadcast: f.Broadcast, Data: data})
+			p.deliver(Message{From: from, Broadcast: f.Broadcast, Data: data})
 		case OpPeer:
 			if f.Peer == nil {
 				continue
@@ -417,8 +490,7 @@ func (p *Plugin) Send(to string, data any) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("subservice: send: marshal data: %w", err)
 	}
-	id := p.nextID.Add(1)
-	return id, p.writeHot(OpSend, id, to, raw)
+	return p.writeHot(OpSend, to, raw)
 }
 
 // Broadcast sends data, marshalled as JSON, to this subservice on every
@@ -428,8 +500,7 @@ func (p *Plugin) Broadcast(data any) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("subservice: broadcast: marshal data: %w", err)
 	}
-	id := p.nextID.Add(1)
-	return id, p.writeHot(OpBroadcast, id, "", raw)
+	return p.writeHot(OpBroadcast, "", raw)
 }
 
 // SetMenu replaces the plugin's tray menu. Clicks on its items arrive on
@@ -454,22 +525,95 @@ func (p *Plugin) write(f *Frame) error {
 	return p.queue(f.Op, b)
 }
 
-// scratchPool holds buffers for encoding send and broadcast frames.
-var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+// batchBytes is the size past which a batch frame takes no more messages:
+// small enough for the node to read it in place (its reader's buffer is
+// 64 KiB) and to keep the node and the mesh busy in parallel, large
+// enough that a frame's fixed costs vanish.
+const batchBytes = 32 << 10
 
-// writeHot is write for a send or broadcast frame whose data is one
-// compact JSON value (from marshalData): encoded without a Frame or a
-// check of the data, and without allocating.
-func (p *Plugin) writeHot(op string, id uint64, to string, data []byte) error {
-	bp := scratchPool.Get().(*[]byte)
-	b, _ := appendHot((*bp)[:0], op, id, to, "", "", false, data, true)
-	b = append(b, '\n')
-	err := p.queue(op, b)
-	if cap(b) <= 64<<10 {
-		*bp = b[:0]
-		scratchPool.Put(bp)
+// tail is what writeHot needs to know to add a message to the send or
+// broadcast frame at the end of the write buffer.
+type tail struct {
+	ok    bool // wbuf ends with such a frame and it may take more
+	op    string
+	to    string
+	first uint64 // the id of its first message
+	n     int    // its messages
+	start int    // its offset in wbuf
+	key   int    // the offset of its "data" key (while n is 1)
+}
+
+// writeHot queues a send or broadcast frame for data, which is one
+// compact JSON value (from marshalData), and returns its id. When batches
+// are on and the frame at the end of the queue is a send to the same node
+// (or a broadcast) whose ids precede this one, the message joins it; so
+// messages become batches exactly when they pile up behind a write in
+// progress. It blocks while the queue is full.
+func (p *Plugin) writeHot(op, to string, data []byte) (uint64, error) {
+	select {
+	case <-p.done:
+		return 0, fmt.Errorf("subservice: %s: %w", op, ErrClosed)
+	default:
 	}
-	return err
+	if len(data) == 0 {
+		data = []byte("null")
+	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	for p.werr == nil && len(p.wbuf) > 0 && len(p.wbuf)+len(data)+len(to)+64 > writeBuffer {
+		p.wcond.Wait()
+	}
+	if p.werr != nil {
+		return 0, p.werr
+	}
+	id := p.nextID.Add(1)
+	t := &p.wtail
+	if p.batch && t.ok && t.op == op && t.to == to && t.first+uint64(t.n) == id && t.n < p.maxBatch {
+		grow := 1 + len(data) // ",DATA"
+		if t.n == 1 {
+			grow += 3 // "data": becomes "batch":[ and a ] closes it
+		}
+		if size := len(p.wbuf) - t.start - 1 + grow; size <= batchBytes && size <= p.maxLine {
+			p.join(data)
+			return id, nil
+		}
+	}
+	start := len(p.wbuf)
+	b, _ := appendHot(p.wbuf, op, id, to, "", "", false, data, false, true)
+	if n := len(b) - start; n > p.maxLine {
+		p.wbuf = b[:start]
+		return 0, fmt.Errorf("subservice: %s: %w: %d bytes, the node accepts %d", op, ErrTooLarge, n, p.maxLine)
+	}
+	// The frame ends with "data":DATA}: remember where, to make it a
+	// batch if another message joins it.
+	*t = tail{ok: true, op: op, to: to, first: id, n: 1, start: start, key: len(b) - 1 - len(data) - len(`"data":`)}
+	p.wbuf = append(b, '\n')
+	p.kick()
+	return id, nil
+}
+
+// join adds the message data to the frame at the end of wbuf (wtail),
+// turning it into a batch frame if it is not one yet. p.wmu is held.
+func (p *Plugin) join(data []byte) {
+	t := &p.wtail
+	if t.n == 1 {
+		// {..."data":D}\n becomes {..."batch":[D,DATA]}\n
+		k := t.key
+		d := len(p.wbuf) - 2 - (k + len(`"data":`))
+		p.wbuf = slices.Grow(p.wbuf, 4+len(data))[:k+len(`"batch":[`)+d+1+len(data)+len("]}\n")]
+		copy(p.wbuf[k+len(`"batch":[`):], p.wbuf[k+len(`"data":`):k+len(`"data":`)+d])
+		copy(p.wbuf[k:], `"batch":[`)
+		j := k + len(`"batch":[`) + d
+		p.wbuf[j] = ','
+		j += 1 + copy(p.wbuf[j+1:], data)
+		copy(p.wbuf[j:], "]}\n")
+	} else {
+		// {..."batch":[...]}\n becomes {..."batch":[...,DATA]}\n
+		p.wbuf = append(p.wbuf[:len(p.wbuf)-len("]}\n")], ',')
+		p.wbuf = append(append(p.wbuf, data...), "]}\n"...)
+	}
+	t.n++
+	p.kick()
 }
 
 // queue appends the encoded frame b (for op) to the write buffer,
@@ -492,11 +636,17 @@ func (p *Plugin) queue(op string, b []byte) error {
 		return p.werr
 	}
 	p.wbuf = append(p.wbuf, b...)
+	p.wtail.ok = false
+	p.kick()
+	return nil
+}
+
+// kick wakes writeLoop. p.wmu is held.
+func (p *Plugin) kick() {
 	select {
 	case p.wkick <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // writeLoop writes queued frames, as many per Write as have accumulated.
@@ -518,6 +668,7 @@ func (p *Plugin) writeLoop() {
 			out := p.wbuf
 			p.wbuf = p.wfree[:0]
 			p.wfree = nil
+			p.wtail.ok = false
 			p.wbusy = true
 			p.wmu.Unlock()
 			_, err := p.conn.Write(out)

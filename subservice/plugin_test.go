@@ -23,12 +23,27 @@ import (
 // wait bounds every wait for an event; it is a ceiling, not a timing assertion.
 const wait = 30 * time.Second
 
-// sent is a message the test router was asked to carry.
+// sent is a message the test router was asked to carry. A batch payload
+// is recorded as a sent per message, each with the batch's size in n.
 type sent struct {
 	to        string
 	broadcast bool
 	data      string
 	id        uint64
+	n         int
+}
+
+// splitPayload returns the messages a mesh payload carries: itself, or
+// the values of a batch payload (0x00 'B' then a JSON array, docs/WIRE.md).
+func splitPayload(payload []byte) []string {
+	if len(payload) < 2 || payload[0] != 0 || payload[1] != 'B' {
+		return []string{string(payload)}
+	}
+	var out []string
+	for d := range subservice.BatchItems(payload[2:]) {
+		out = append(out, string(d))
+	}
+	return out
 }
 
 // router is a Router for one node whose peers are the test itself: it
@@ -59,11 +74,17 @@ func (r *router) Send(to, sub string, payload []byte, id uint64) error {
 	case "sink":
 		<-r.gate
 	}
-	r.sent <- sent{to: to, data: string(payload), id: id}
+	msgs := splitPayload(payload)
+	for _, d := range msgs {
+		r.sent <- sent{to: to, data: d, id: id, n: len(msgs)}
+	}
 	return nil
 }
 func (r *router) Broadcast(sub string, payload []byte) int {
-	r.sent <- sent{broadcast: true, data: string(payload)}
+	msgs := splitPayload(payload)
+	for _, d := range msgs {
+		r.sent <- sent{broadcast: true, data: d, n: len(msgs)}
+	}
 	return 1
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"iter"
 	"math/bits"
 	"unicode/utf8"
 )
@@ -287,26 +289,38 @@ const (
 	seenFrom
 	seenFromName
 	seenBroadcast
+	seenBatch
 )
 
 // decodeFast decodes a frame whose keys are all among op, id, to, data,
-// from, from_name and broadcast, each at most once, with plain string
+// batch, from, from_name and broadcast, each at most once, with plain string
 // values and id a plain unsigned integer: every send, broadcast and
 // message frame this package writes. It reports false for anything else,
 // and the caller asks encoding/json. line has no surrounding whitespace.
 // The frame does not alias line.
 func decodeFast(line []byte) (*Frame, bool) {
 	var f Frame
-	if !decodeFastInto(line, &f, nil, false) {
+	if !decodeFastInto(line, &f, nil, false, nil) {
 		return nil, false
 	}
 	return &f, true
 }
 
+// batchInfo is what decodeFastInto learns about a frame's batch while it
+// checks it: the number of values, whether it is compact and, when spans
+// is not nil, the bounds of each value (start and end offsets from the
+// batch's first byte, appended in pairs).
+type batchInfo struct {
+	n       int
+	compact bool
+	spans   []int
+}
+
 // decodeFastInto is decodeFast into f, which must be zero. Strings come
-// from strs when it holds them (strs may be nil). With alias, f.Data is a
-// slice of line rather than a copy.
-func decodeFastInto(line []byte, f *Frame, strs *strCache, alias bool) bool {
+// from strs when it holds them (strs may be nil). With alias, f.Data and
+// f.Batch are slices of line rather than copies. bi, when not nil, learns
+// about an array batch (it is left zero otherwise); its spans are reset.
+func decodeFastInto(line []byte, f *Frame, strs *strCache, alias bool, bi *batchInfo) bool {
 	if len(line) < 2 || line[0] != '{' {
 		return false
 	}
@@ -361,16 +375,32 @@ func decodeFastInto(line []byte, f *Frame, strs *strCache, alias bool) bool {
 			default:
 				return false
 			}
-		case "data":
+		case "data", "batch":
 			bit = seenData
+			dst := &f.Data
+			if key[0] == 'b' {
+				bit, dst = seenBatch, &f.Batch
+			}
 			start := i
-			if i, _, ok = scanValue(line, i); !ok {
+			if bit == seenBatch && bi != nil && line[i] == '[' {
+				// The same checks as scanValue, counting as it goes.
+				if bi.spans != nil {
+					bi.spans = bi.spans[:0]
+				}
+				var each func(s, e int)
+				if bi.spans != nil {
+					each = func(s, e int) { bi.spans = append(bi.spans, s-start, e-start) }
+				}
+				if i, bi.n, bi.compact, ok = scanBatch(line, i, each); !ok {
+					return false
+				}
+			} else if i, _, ok = scanValue(line, i); !ok {
 				return false
 			}
 			if alias {
-				f.Data = line[start:i:i]
+				*dst = line[start:i:i]
 			} else {
-				f.Data = bytes.Clone(line[start:i])
+				*dst = bytes.Clone(line[start:i])
 			}
 		default:
 			return false
@@ -425,22 +455,33 @@ func (c *strCache) get(b []byte) string {
 }
 
 // Decoder decodes frames as DecodeFrame does, but reuses its memory: the
-// Frame it returns, and the Data in it, are valid only until the next call
-// and may share memory with the line. It is not safe for concurrent use.
-// The zero value is ready to use.
+// Frame it returns, and the Data and Batch in it, are valid only until the
+// next call and may share memory with the line. It is not safe for
+// concurrent use. The zero value is ready to use.
 type Decoder struct {
 	f    Frame
 	strs strCache
+	bi   batchInfo
 }
 
 // Decode parses one line (without its newline) like DecodeFrame.
 func (d *Decoder) Decode(line []byte) (*Frame, error) {
 	d.f = Frame{}
-	if decodeFastInto(bytes.TrimSpace(line), &d.f, &d.strs, true) {
+	d.bi = batchInfo{}
+	if decodeFastInto(bytes.TrimSpace(line), &d.f, &d.strs, true, &d.bi) {
 		return &d.f, nil
 	}
+	d.bi = batchInfo{}
 	return DecodeFrame(line)
 }
+
+// BatchLen returns, for the frame the last Decode returned, the number of
+// values in its Batch and whether the batch is compact (as AppendBatch
+// would write it), when the Decoder counted them while decoding: it does
+// for the send, broadcast and message frames EncodeFrame writes. n is 0
+// when it did not (the frame has no batch, its batch is not an array, or
+// the frame took the slow path): AppendBatch counts then.
+func (d *Decoder) BatchLen() (n int, compact bool) { return d.bi.n, d.bi.compact }
 
 // fastBytes reads a string value at line[i] that needs no unescaping (no
 // escapes, valid UTF-8: encoding/json would replace invalid bytes) and
@@ -493,4 +534,105 @@ func internOp(op []byte) string {
 		return OpMessage
 	}
 	return string(op)
+}
+
+// scanBatch reads the JSON array that starts at b[i] and returns the index
+// just past it and the number of values in it; each, when not nil, is
+// called with the bounds of every value. compact and ok are as for
+// scanValue.
+func scanBatch(b []byte, i int, each func(start, end int)) (end, n int, compact, ok bool) {
+	if i >= len(b) || b[i] != '[' {
+		return i, 0, false, false
+	}
+	compact = true
+	i = space(b, i+1, &compact)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, 0, compact, true
+	}
+	for {
+		start := i
+		if i, ok = scanValueDepth(b, i, 1, &compact); !ok {
+			return i, n, false, false
+		}
+		n++
+		if each != nil {
+			each(start, i)
+		}
+		i = space(b, i, &compact)
+		if i >= len(b) {
+			return i, n, false, false
+		}
+		switch b[i] {
+		case ',':
+			i = space(b, i+1, &compact)
+		case ']':
+			return i + 1, n, compact, true
+		default:
+			return i, n, false, false
+		}
+	}
+}
+
+// AppendBatch appends batch, which must be a JSON array of at least one
+// value, to dst without insignificant whitespace (as json.Compact writes
+// it), and returns the extended buffer and the number of values. When
+// batch is not such an array it returns dst unchanged and an error
+// wrapping ErrBadFrame.
+func AppendBatch(dst, batch []byte) ([]byte, int, error) {
+	if end, n, compact, ok := scanBatch(batch, 0, nil); ok && end == len(batch) {
+		if n == 0 {
+			return dst, 0, fmt.Errorf("%w: empty batch", ErrBadFrame)
+		}
+		if compact {
+			return append(dst, batch...), n, nil
+		}
+	}
+	// Whitespace, deep nesting or invalid: encoding/json decides.
+	var items []json.RawMessage
+	if err := json.Unmarshal(batch, &items); err != nil {
+		return dst, 0, fmt.Errorf("%w: batch is not a JSON array: %v", ErrBadFrame, err)
+	}
+	if len(items) == 0 {
+		return dst, 0, fmt.Errorf("%w: empty batch", ErrBadFrame)
+	}
+	out, err := appendCompactJSON(dst, batch)
+	if err != nil {
+		return dst, 0, fmt.Errorf("%w: batch: %v", ErrBadFrame, err)
+	}
+	return out, len(items), nil
+}
+
+// BatchItems returns the values of batch, a JSON array as AppendBatch
+// accepts, in order: slices of batch, with any whitespace inside them (or
+// copies, for an array nested too deeply for the fast scan). For anything
+// else it yields nothing.
+func BatchItems(batch []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		if end, _, _, ok := scanBatch(batch, 0, nil); !ok || end != len(batch) {
+			var items []json.RawMessage
+			if json.Unmarshal(batch, &items) != nil {
+				return
+			}
+			for _, it := range items {
+				if !yield(it) {
+					return
+				}
+			}
+			return
+		}
+		// Valid: walk it again, yielding as we go.
+		var compact bool
+		i := space(batch, 1, &compact)
+		for i < len(batch) && batch[i] != ']' {
+			start := i
+			i, _ = scanValueDepth(batch, i, 1, &compact)
+			if !yield(batch[start:i:i]) {
+				return
+			}
+			i = space(batch, i, &compact)
+			if batch[i] == ',' {
+				i = space(batch, i+1, &compact)
+			}
+		}
+	}
 }

@@ -8,10 +8,14 @@ package node
 // Each iteration of BenchmarkPluginToPlugin sends b.N messages twice, with
 // the same 100-byte payload and the same bound on messages in flight: first
 // mesh.Send between two bare meshes (the baseline), then plugin to plugin
-// through two real nodes; it reports both rates and their ratio. Quote the
-// ratio and the GOMAXPROCS (-cpu) used: two nodes and two plugin processes
-// share the CPUs. With NODEBENCH_CPUPROFILE=DIR the two plugin processes
-// write their CPU profiles to DIR/send.pprof and DIR/recv.pprof.
+// through two real nodes; it reports both rates and their ratio. It does so
+// with the SDK's batches off (batch=off: every message a frame of its own,
+// as plugins that do not ask for batches speak) and on (batch=on: the
+// default; sends that pile up travel as one frame and one mesh message);
+// NODEBENCH_BATCH=off or on runs one of them. Quote the ratio and the
+// GOMAXPROCS (-cpu) used: two nodes and two plugin processes share the
+// CPUs. With NODEBENCH_CPUPROFILE=DIR the two plugin processes write their
+// CPU profiles to DIR/send-MODE.pprof and DIR/recv-MODE.pprof.
 
 import (
 	"bufio"
@@ -54,21 +58,21 @@ const (
 	benchSub = "pbench"
 )
 
+// payloadTemplate is every payload but for its sequence number.
+var payloadTemplate = `{"i":"0000000000","p":"` + strings.Repeat("x", benchPayload-25) + `"}`
+
 // payloadAt writes message seq into p, which holds benchPayload bytes of
-// one JSON object: {"i":"SEQ","p":"xxx…"} with SEQ as ten digits.
+// one JSON object: {"i":"SEQ","p":"xxx…"} with SEQ as ten digits. (It is
+// the harness's own cost, paid alike by both paths: kept small.)
 func payloadAt(p []byte, seq int) {
 	if len(p) != benchPayload {
 		panic("payload size")
 	}
-	copy(p, `{"i":"0000000000","p":"`)
+	copy(p, payloadTemplate)
 	for i := 15; i >= 6; i-- {
 		p[i] = byte('0' + seq%10)
 		seq /= 10
 	}
-	for i := 23; i < len(p)-2; i++ {
-		p[i] = 'x'
-	}
-	p[len(p)-2], p[len(p)-1] = '"', '}'
 }
 
 // seqOf reads the sequence number payloadAt wrote, or -1.
@@ -76,9 +80,12 @@ func seqOf(p []byte) int {
 	if len(p) != benchPayload || string(p[:6]) != `{"i":"` {
 		return -1
 	}
-	n, err := strconv.Atoi(string(p[6:16]))
-	if err != nil {
-		return -1
+	n := 0
+	for _, c := range p[6:16] {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int(c-'0')
 	}
 	return n
 }
@@ -245,8 +252,9 @@ type pluginPair struct {
 	round      int
 }
 
-// benchSpec runs this test binary as a benchmark plugin in role.
-func benchSpec(tb testing.TB, role, ctl string) supervisor.Spec {
+// benchSpec runs this test binary as a benchmark plugin in role, with the
+// SDK's batches on or off.
+func benchSpec(tb testing.TB, role, ctl string, batch bool) supervisor.Spec {
 	tb.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -256,11 +264,21 @@ func benchSpec(tb testing.TB, role, ctl string) supervisor.Spec {
 		Name: benchSub, Version: "1.0.0", Dir: filepath.Dir(exe),
 		Argv: []string{exe, "-test.run=^TestNodeBenchPlugin$"},
 		Env: []string{"NODEBENCH_ROLE=" + role, "NODEBENCH_CTL=" + ctl, "GORACE=atexit_sleep_ms=0",
-			"NODEBENCH_CPUPROFILE=" + os.Getenv("NODEBENCH_CPUPROFILE")},
+			"NODEBENCH_CPUPROFILE=" + os.Getenv("NODEBENCH_CPUPROFILE"), "NODEBENCH_SDKBATCH=" + batchMode(batch)},
 	}
 }
 
-func newPluginPair(tb testing.TB, key mesh.Key) *pluginPair {
+// batchMode names a batch setting as the benchmark does.
+func batchMode(batch bool) string {
+	if batch {
+		return "on"
+	}
+	return "off"
+}
+
+// newPluginPair starts two nodes and the benchmark plugins on them, with
+// the SDK's batches on or off.
+func newPluginPair(tb testing.TB, key mesh.Key, batch bool) *pluginPair {
 	tb.Helper()
 	b := startTestNode(tb, key, "node-b")
 	a := startTestNode(tb, key, "node-a", b.addr)
@@ -282,10 +300,10 @@ func newPluginPair(tb testing.TB, key mesh.Key) *pluginPair {
 	}
 	tb.Cleanup(func() { ln.Close() })
 
-	if err := b.n.sup.Start(benchSpec(tb, "recv", ctlPath)); err != nil {
+	if err := b.n.sup.Start(benchSpec(tb, "recv", ctlPath, batch)); err != nil {
 		tb.Fatal(err)
 	}
-	if err := a.n.sup.Start(benchSpec(tb, "send", ctlPath)); err != nil {
+	if err := a.n.sup.Start(benchSpec(tb, "send", ctlPath, batch)); err != nil {
 		tb.Fatal(err)
 	}
 	pp := &pluginPair{a: a, b: b, errs: make(chan string, 16)}
@@ -360,9 +378,12 @@ func (pp *pluginPair) expect(tb testing.TB, cc *ctlConn, word string) []string {
 }
 
 // run makes the sender plugin send n messages to the receiver plugin, at
-// most window in flight, and returns once the receiver has them all.
-func (pp *pluginPair) run(tb testing.TB, n, window int) time.Duration {
+// most window in flight, and returns once the receiver has them all. It
+// also returns how many mesh messages node a sent to node b meanwhile: n
+// when every message travels alone, fewer when they travel in batches.
+func (pp *pluginPair) run(tb testing.TB, n, window int) (time.Duration, uint64) {
 	tb.Helper()
+	sent0 := pp.meshSent(tb)
 	pp.round++
 	pp.recv.sendf(tb, "expect %d %d %d", pp.round, n, max(window/4, 1))
 	pp.expect(tb, pp.recv, "ready")
@@ -379,12 +400,23 @@ func (pp *pluginPair) run(tb testing.TB, n, window int) time.Duration {
 		tb.Fatalf("%s", e)
 	default:
 	}
-	return el
+	return el, pp.meshSent(tb) - sent0
+}
+
+// meshSent returns the mesh messages node a has sent to node b.
+func (pp *pluginPair) meshSent(tb testing.TB) uint64 {
+	tb.Helper()
+	p, ok := pp.a.n.mesh.Peer(pp.b.n.id.ID)
+	if !ok {
+		tb.Fatal("node a lost node b")
+	}
+	return p.Sent
 }
 
 // BenchmarkPluginToPlugin: b.N messages of 100 bytes from a plugin on one
 // node to the same subservice's plugin on another (msgs/s delivered to the
-// receiving plugin), beside b.N mesh.Send between two bare meshes.
+// receiving plugin), beside b.N mesh.Send between two bare meshes; with the
+// SDK's batches off and on.
 func BenchmarkPluginToPlugin(b *testing.B) {
 	if err := netsafe.Check(); err != nil {
 		b.Skip(err) // run with scripts/isolated.sh
@@ -393,39 +425,58 @@ func BenchmarkPluginToPlugin(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Goroutines inherit these labels: go tool pprof -tagfocus path=plugin
-	// shows the plugin path alone.
-	var mp *meshPair
-	var pp *pluginPair
-	pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { mp = newMeshPair(b, key) })
-	pprof.Do(context.Background(), pprof.Labels("path", "plugin"), func(context.Context) { pp = newPluginPair(b, key) })
-	// Warm up both paths (connections, buffers, the plugins' first pages).
-	mp.run(b, 20000, benchWindow)
-	pp.run(b, 20000, benchWindow)
 	window := benchWindow
 	if w, _ := strconv.Atoi(os.Getenv("NODEBENCH_WINDOW")); w > 0 {
 		window = w
 	}
-	b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
-		b.StopTimer()
-		var meshEl time.Duration
-		pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { meshEl = mp.run(b, b.N, window) })
-		b.StartTimer()
-		el := pp.run(b, b.N, window)
-		b.StopTimer()
-		meshRate := float64(b.N) / meshEl.Seconds()
-		rate := float64(b.N) / el.Seconds()
-		b.ReportMetric(rate, "plugin-msgs/s")
-		b.ReportMetric(meshRate, "mesh-msgs/s")
-		b.ReportMetric(rate/meshRate, "ratio")
-	})
+	// Goroutines inherit these labels: go tool pprof -tagfocus path=plugin
+	// shows the plugin path alone.
+	var mp *meshPair
+	pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { mp = newMeshPair(b, key) })
+	mp.run(b, 20000, benchWindow) // warm up
+	for _, batch := range []bool{false, true} {
+		mode := batchMode(batch)
+		if m := os.Getenv("NODEBENCH_BATCH"); m != "" && m != mode {
+			continue
+		}
+		b.Run(fmt.Sprintf("batch=%s/window=%d", mode, window), func(b *testing.B) {
+			b.StopTimer()
+			var pp *pluginPair
+			pprof.Do(context.Background(), pprof.Labels("path", "plugin"), func(context.Context) { pp = newPluginPair(b, key, batch) })
+			// Warm up both paths (connections, buffers, the plugins' first pages).
+			mp.run(b, 20000, benchWindow)
+			pp.run(b, 20000, benchWindow)
+			var meshEl time.Duration
+			pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { meshEl = mp.run(b, b.N, window) })
+			b.StartTimer()
+			el, meshMsgs := pp.run(b, b.N, window)
+			b.StopTimer()
+			meshRate := float64(b.N) / meshEl.Seconds()
+			rate := float64(b.N) / el.Seconds()
+			b.ReportMetric(rate, "plugin-msgs/s")
+			b.ReportMetric(meshRate, "mesh-msgs/s")
+			b.ReportMetric(rate/meshRate, "ratio")
+			b.ReportMetric(float64(b.N)/float64(meshMsgs), "msgs/mesh-msg")
+		})
+	}
 }
 
 // TestPluginToPluginAcrossNodes: messages from a plugin on one node reach
 // the same subservice's plugin on another node, all of them and in order,
 // with the receiver acknowledging to the sender as it goes (the path the
-// benchmark measures).
+// benchmark measures), every message a frame of its own.
 func TestPluginToPluginAcrossNodes(t *testing.T) {
+	testPluginToPlugin(t, false)
+}
+
+// TestPluginToPluginAcrossNodesBatched is TestPluginToPluginAcrossNodes
+// with the SDK's batches on: sends that pile up travel as batch frames and
+// batch mesh messages, and arrive one by one, all of them and in order.
+func TestPluginToPluginAcrossNodesBatched(t *testing.T) {
+	testPluginToPlugin(t, true)
+}
+
+func testPluginToPlugin(t *testing.T, batch bool) {
 	if err := netsafe.Check(); err != nil {
 		t.Skip(err)
 	}
@@ -433,10 +484,21 @@ func TestPluginToPluginAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pp := newPluginPair(t, key)
-	pp.run(t, 3000, 256)
-	pp.run(t, 1, 1)
-	pp.run(t, 2000, benchWindow)
+	pp := newPluginPair(t, key, batch)
+	var meshMsgs uint64
+	for _, r := range []struct{ n, window int }{{3000, 256}, {1, 1}, {2000, benchWindow}} {
+		_, k := pp.run(t, r.n, r.window)
+		meshMsgs += k
+	}
+	// Node a sends node b nothing else meanwhile (peer exchange happens
+	// once, before).
+	switch {
+	case !batch && meshMsgs != 5001:
+		t.Errorf("5001 messages without batches took %d mesh messages", meshMsgs)
+	case batch && meshMsgs >= 5001:
+		t.Errorf("5001 messages took %d mesh messages: sends that piled up did not travel as batches", meshMsgs)
+	}
+	t.Logf("5001 messages in %d mesh messages", meshMsgs)
 }
 
 // TestNodeBenchPlugin is not a test: it is the body of the benchmark
@@ -453,7 +515,7 @@ func benchPluginMain(role string) int {
 	if dir := os.Getenv("NODEBENCH_CPUPROFILE"); dir != "" {
 		// Profile the plugin too: go tool pprof DIR/ROLE.pprof. The
 		// profile ends when the connection does or at SIGTERM.
-		f, err := os.Create(filepath.Join(dir, role+".pprof"))
+		f, err := os.Create(filepath.Join(dir, role+"-"+os.Getenv("NODEBENCH_SDKBATCH")+".pprof"))
 		if err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
 			sig := make(chan os.Signal, 1)
@@ -466,7 +528,11 @@ func benchPluginMain(role string) int {
 			}()
 		}
 	}
-	p, err := subservice.Connect(context.Background())
+	var opts []subservice.Option
+	if os.Getenv("NODEBENCH_SDKBATCH") == "off" {
+		opts = append(opts, subservice.WithoutBatch())
+	}
+	p, err := subservice.Connect(context.Background(), opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench plugin: connect:", err)
 		return 4
@@ -585,35 +651,42 @@ func benchSender(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string) int
 
 // benchReceiver: "expect ROUND N EVERY" answers "ready ROUND", then counts
 // N messages, acknowledging every EVERY to their sender, and answers
-// "done ROUND OUT-OF-ORDER".
+// "done ROUND OUT-OF-ORDER". During a round it only reads messages, as a
+// plugin that ranges over Messages does.
 func benchReceiver(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string) int {
-	round, want, every, got, bad := 0, 0, 1, 0, 0
 	for {
 		select {
 		case cmd := <-cmds:
 			if cmd == nil {
 				return 0
 			}
-			if len(cmd) == 4 && cmd[0] == "expect" {
-				round, want, every, got, bad = atoi(cmd[1]), atoi(cmd[2]), max(atoi(cmd[3]), 1), 0, 0
-				ctl.printf("ready %d", round)
+			if len(cmd) != 4 || cmd[0] != "expect" {
+				continue
 			}
+			round, want, every := atoi(cmd[1]), atoi(cmd[2]), max(atoi(cmd[3]), 1)
+			ctl.printf("ready %d", round)
+			bad := 0
+			for got := 0; got < want; {
+				m, ok := <-p.Messages()
+				if !ok {
+					return 2
+				}
+				if seqOf(m.Data) != got {
+					bad++
+				}
+				got++
+				if got%every == 0 || got == want {
+					if _, err := p.Send(m.From.ID, benchAck{Round: round, N: got}); err != nil {
+						ctl.printf("error ack: %v", err)
+					}
+				}
+			}
+			ctl.printf("done %d %d", round, bad)
 		case m, ok := <-p.Messages():
 			if !ok {
 				return 2
 			}
-			if seqOf(m.Data) != got {
-				bad++
-			}
-			got++
-			if got%every == 0 || got == want {
-				if _, err := p.Send(m.From.ID, benchAck{Round: round, N: got}); err != nil {
-					ctl.printf("error ack: %v", err)
-				}
-			}
-			if got == want {
-				ctl.printf("done %d %d", round, bad)
-			}
+			ctl.printf("error a message outside a round: %.40s", m.Data)
 		}
 	}
 }

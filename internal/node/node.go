@@ -498,6 +498,8 @@ func (r *router) Send(to, sub string, payload []byte, id uint64) error {
 		return fmt.Errorf("%w: %w", supervisor.ErrQueueFull, err)
 	case errors.Is(err, mesh.ErrNoPeer):
 		return fmt.Errorf("%w: %w", supervisor.ErrNoPeer, err)
+	case errors.Is(err, mesh.ErrFrameTooLarge):
+		return fmt.Errorf("%w: %w", supervisor.ErrTooLarge, err)
 	}
 	return err
 }

@@ -98,7 +98,7 @@ func (s *Supervisor) serveConn(c net.Conn) {
 			c.SetReadDeadline(time.Time{})
 			continue
 		}
-		s.handle(inst, c, f)
+		s.handle(inst, c, f, &dec)
 	}
 }
 
@@ -146,7 +146,7 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 		peers = append(peers, peer)
 	}
 	slices.SortFunc(peers, func(a, b Peer) int { return strings.Compare(a.ID, b.ID) })
-	welcome, err := subservice.EncodeFrame(&subservice.Frame{
+	wf := &subservice.Frame{
 		Op:         subservice.OpWelcome,
 		Protocol:   subservice.ProtocolVersion,
 		Node:       &self,
@@ -154,12 +154,21 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 		Version:    p.spec.Version,
 		Peers:      peers,
 		MaxLine:    s.cfg.MaxLine,
-	})
+	}
+	// Features: grant those asked for that this node has. A plugin that
+	// asks for none gets the welcome it always got.
+	batch := slices.Contains(f.Features, subservice.FeatureBatch)
+	if batch {
+		wf.Features = []string{subservice.FeatureBatch}
+		wf.MaxBatch = s.cfg.MaxBatch
+	}
+	welcome, err := subservice.EncodeFrame(wf)
 	if err != nil {
 		s.mu.Unlock()
 		return nil
 	}
 	inst.conn = c
+	inst.batch = batch
 	inst.q.pushFront(welcome)
 	p.setState(StateRunning)
 	s.emit(p)
@@ -171,50 +180,16 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 	return inst
 }
 
-// handle acts on one frame from a welcomed plugin. The subservice is always
-// the instance's own, never taken from the frame. f and its Data are valid
-// only until handle returns.
-func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
-	name := inst.p.sub
+// handle acts on one frame from a welcomed plugin, which dec decoded. The
+// subservice is always the instance's own, never taken from the frame. f
+// and its Data and Batch are valid only until handle returns.
+func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame, dec *subservice.Decoder) {
 	fail := func(code, msg string) {
 		s.reply(c, inst, &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: code, Message: msg, To: f.To})
 	}
-	data := f.Data
-	if len(data) == 0 {
-		data = json.RawMessage("null")
-	}
 	switch f.Op {
-	case subservice.OpSend:
-		if f.To == "" {
-			fail(subservice.CodeBadFrame, "send needs to")
-			return
-		}
-		self := s.cfg.Router.Self()
-		if f.To == self.ID {
-			if err := s.Deliver(self, name, data, false); err != nil {
-				fail(NackReason(err), err.Error())
-			}
-			return
-		}
-		var mid uint64
-		if f.ID != 0 {
-			mid = s.track(inst, f.ID)
-		}
-		if err := s.cfg.Router.Send(f.To, name, data, mid); err != nil {
-			if mid != 0 {
-				s.untrack(mid, "")
-			}
-			switch {
-			case errors.Is(err, ErrQueueFull):
-				fail(subservice.CodeQueueFull, fmt.Sprintf("the queue to node %s is full; message not sent", f.To))
-			case errors.Is(err, ErrNoPeer) || !s.knownPeer(f.To):
-				fail(subservice.CodeNoPeer, fmt.Sprintf("node %s is not connected", f.To))
-			default:
-				fail(subservice.CodeSendFailed, err.Error())
-			}
-		}
-	case subservice.OpBroadcast:
-		s.cfg.Router.Broadcast(name, data)
+	case subservice.OpSend, subservice.OpBroadcast:
+		s.relay(inst, f, dec)
 	case subservice.OpMenu:
 		if err := subservice.ValidateMenu(f.Items); err != nil {
 			fail(subservice.CodeBadFrame, err.Error())
@@ -228,7 +203,7 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 		s.mu.Unlock()
 	case subservice.OpOpen:
 		open := *f // f is the Decoder's, and the open goes on in the background
-		open.Data = nil
+		open.Data, open.Batch = nil, nil
 		s.openSession(inst, &open)
 	case subservice.OpSessionData, subservice.OpSessionEOF, subservice.OpSessionClose:
 		s.sessionOp(inst, f)
@@ -236,6 +211,108 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame) {
 		fail(subservice.CodeBadFrame, "already welcomed")
 	default:
 		fail(subservice.CodeBadFrame, fmt.Sprintf("unknown op %q", f.Op))
+	}
+}
+
+// relay serves a send or broadcast frame, with data or (from a plugin that
+// asked for batches) a batch: one mesh message either way. A batch's
+// messages use the ids f.ID..f.ID+n-1, and an error about it carries
+// f.ID and count n. dec decoded f.
+func (s *Supervisor) relay(inst *instance, f *subservice.Frame, dec *subservice.Decoder) {
+	name := inst.p.sub
+	n := 1
+	fail := func(code, msg string) {
+		e := &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: code, Message: msg, To: f.To}
+		if n > 1 && f.ID != 0 {
+			e.Count = n
+		}
+		s.reply(nil, inst, e)
+	}
+	payload := []byte(f.Data)
+	if len(payload) == 0 {
+		payload = []byte("null")
+	}
+	if f.Batch != nil {
+		s.mu.Lock()
+		asked := inst.batch
+		s.mu.Unlock()
+		switch {
+		case !asked:
+			fail(subservice.CodeBadFrame, `batch without the batch feature: ask for it in hello ("features":["batch"])`)
+			return
+		case f.Data != nil:
+			fail(subservice.CodeBadFrame, f.Op+" has both data and batch")
+			return
+		}
+		bp := scratchPool.Get().(*[]byte)
+		b := append((*bp)[:0], batchMagic...)
+		var count int
+		var err error
+		if k, compact := dec.BatchLen(); k > 0 && compact {
+			// Checked and counted as it was decoded: as it is.
+			b, count = append(b, f.Batch...), k
+		} else {
+			b, count, err = subservice.AppendBatch(b, f.Batch)
+		}
+		defer func() {
+			if cap(b) <= 1<<20 {
+				*bp = b[:0]
+			}
+			scratchPool.Put(bp)
+		}()
+		switch {
+		case err != nil:
+			fail(subservice.CodeBadFrame, err.Error())
+			return
+		case count > s.cfg.MaxBatch:
+			n = count
+			fail(subservice.CodeTooLarge, fmt.Sprintf("a batch of %d messages; at most %d in one (welcome's max_batch)", count, s.cfg.MaxBatch))
+			return
+		case f.ID != 0 && f.ID+uint64(count-1) < f.ID:
+			fail(subservice.CodeBadFrame, fmt.Sprintf("a batch of %d messages from id %d runs past the largest id", count, f.ID))
+			return
+		}
+		n = count
+		if n == 1 {
+			// One message: an ordinary one ("[" VALUE "]").
+			payload = b[len(batchMagic)+1 : len(b)-1]
+		} else {
+			payload = b
+		}
+	}
+	if f.Op == subservice.OpBroadcast {
+		s.cfg.Router.Broadcast(name, payload)
+		return
+	}
+	if f.To == "" {
+		fail(subservice.CodeBadFrame, "send needs to")
+		return
+	}
+	self := s.cfg.Router.Self()
+	if f.To == self.ID {
+		if err := s.Deliver(self, name, payload, false); err != nil {
+			fail(NackReason(err), err.Error())
+		}
+		return
+	}
+	var mid uint64
+	if f.ID != 0 {
+		mid = s.trackN(inst, f.ID, n)
+	}
+	if err := s.cfg.Router.Send(f.To, name, payload, mid); err != nil {
+		if mid != 0 {
+			s.untrack(mid, "")
+		}
+		switch {
+		case errors.Is(err, ErrQueueFull):
+			fail(subservice.CodeQueueFull, fmt.Sprintf("the queue to node %s is full; message not sent", f.To))
+		case errors.Is(err, ErrNoPeer) || !s.knownPeer(f.To):
+			fail(subservice.CodeNoPeer, fmt.Sprintf("node %s is not connected", f.To))
+		case errors.Is(err, ErrTooLarge) && n > 1:
+			fail(subservice.CodeTooLarge, fmt.Sprintf("a batch of %d messages in %d bytes is more than the mesh carries to node %s; send fewer at once: %v", n, len(payload), f.To, err))
+		default:
+			fail(subservice.CodeSendFailed, err.Error())
+		}
 	}
 }
 

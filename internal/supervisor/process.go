@@ -128,8 +128,9 @@ type instance struct {
 	logged chan struct{} // closed when its output has been copied to the log
 	pipe   *os.File      // read end of its stdout and stderr
 
-	conn net.Conn // (mu) the welcomed connection
-	gone bool     // (mu) connection closed or process exited
+	conn  net.Conn // (mu) the welcomed connection
+	gone  bool     // (mu) connection closed or process exited
+	batch bool     // (mu) its hello asked for batches (subservice.FeatureBatch)
 }
 
 // resolveCommand finds the executable for spec.Argv[0] and checks that it

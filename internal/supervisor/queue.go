@@ -38,16 +38,22 @@ func (q *outQueue) signal() {
 	}
 }
 
-// push appends a copy of b unless the queue is closed or full. One frame
-// is always accepted into an empty queue, whatever its size.
-func (q *outQueue) push(b []byte) pushResult {
+// push appends a copy of b, one frame, unless the queue is closed or full.
+// One frame is always accepted into an empty queue, whatever its size.
+func (q *outQueue) push(b []byte) pushResult { return q.pushN(b, 1, 1) }
+
+// pushN appends a copy of b, n frames, all or none: unless the queue is
+// closed, or full for all of them (an empty queue always takes them). A
+// refusal counts lost frames as dropped: n, or more for a batch frame,
+// which counts as the messages it carries.
+func (q *outQueue) pushN(b []byte, n, lost int) pushResult {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return pushClosed
 	}
-	if q.n > 0 && (q.n >= q.maxItems || len(q.buf)+len(b) > q.maxBytes) {
-		q.drops++
+	if q.n > 0 && (q.n+n > q.maxItems || len(q.buf)+len(b) > q.maxBytes) {
+		q.drops += uint64(lost)
 		q.signal()
 		return pushFull
 	}
@@ -56,7 +62,7 @@ func (q *outQueue) push(b []byte) pushResult {
 		q.free = q.free[:len(q.free)-1]
 	}
 	q.buf = append(q.buf, b...)
-	q.n++
+	q.n += n
 	q.signal()
 	return pushOK
 }

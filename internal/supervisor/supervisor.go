@@ -29,6 +29,9 @@ var (
 	ErrQueueFull = errors.New("supervisor: queue full")
 	// ErrNoPeer is returned by Router.Send for a node that is not connected.
 	ErrNoPeer = errors.New("supervisor: no such peer")
+	// ErrTooLarge is returned (wrapped) by Router.Send for a payload larger
+	// than the mesh carries to that node.
+	ErrTooLarge = errors.New("supervisor: payload too large for the mesh")
 	// ErrUnknown reports a plugin name the supervisor has never started.
 	ErrUnknown = errors.New("supervisor: unknown plugin")
 	// ErrClosed reports a call after Run has returned (or while it stops).
@@ -38,7 +41,8 @@ var (
 	// ErrCommand reports a plugin command that is missing or cannot be run.
 	ErrCommand = errors.New("supervisor: cannot run command")
 	// ErrBadPayload reports a payload from the mesh that is not one JSON
-	// value or is larger than Config.MaxLine.
+	// value or is larger than Config.MaxLine, or a batch payload that is
+	// malformed or holds more than Config.MaxBatch messages.
 	ErrBadPayload = errors.New("supervisor: bad payload")
 	// ErrMenuItem reports a click on an item the plugin's menu lacks or has disabled.
 	ErrMenuItem = errors.New("supervisor: no such enabled menu item")
@@ -57,6 +61,10 @@ type MenuItem = subservice.MenuItem
 // a Supervisor lock held, and must not block for long (Send may block to
 // apply backpressure to the sending plugin). Send and Broadcast must not
 // keep payload after they return: its memory is reused.
+//
+// A payload is one JSON value, or a batch of them (it then starts with a
+// 0x00 byte, so it is never a JSON value; docs/WIRE.md §9): the Router
+// carries both alike, and the receiving node hands them to Deliver.
 type Router interface {
 	// Self returns this node.
 	Self() Peer
@@ -162,6 +170,9 @@ type Config struct {
 	CrashLoopWindow time.Duration
 	// MaxLine caps one frame from a plugin, in bytes (default 1 MiB).
 	MaxLine int
+	// MaxBatch caps the messages in one batch, from a plugin or from the
+	// mesh (default subservice.DefaultMaxBatch).
+	MaxBatch int
 	// QueueSize and QueueBytes cap each plugin's outbound queue of frames
 	// (defaults 1024 frames, 16 MiB); past them frames are dropped and
 	// counted.
@@ -197,6 +208,7 @@ func (c *Config) setDefaults() {
 	def(&c.HelloTimeout, 10*time.Second)
 	defInt(&c.CrashLoopCount, 5)
 	defInt(&c.MaxLine, subservice.DefaultMaxLine)
+	defInt(&c.MaxBatch, subservice.DefaultMaxBatch)
 	defInt(&c.QueueSize, 1024)
 	defInt(&c.QueueBytes, 16<<20)
 	if c.LogMaxBytes <= 0 {
@@ -247,6 +259,7 @@ type pending struct {
 	id       uint64 // the mesh id; 0: a free slot
 	inst     *instance
 	pluginID uint64
+	count    int // messages: the plugin's ids pluginID..pluginID+count-1
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z][a-z0-9]*)*$`)
@@ -613,16 +626,23 @@ func (s *Supervisor) emit(p *plugin) {
 }
 
 // Deliver hands a message from the mesh to every local plugin that speaks
-// subservice (usually one). It never blocks: it returns an error wrapping
-// ErrNotRunning when no instance runs it (the wiring answers with a Nack), ErrQueueFull
-// when the plugin's queue is full (the message is dropped and counted), or
-// ErrBadPayload when payload is not one JSON value of at most MaxLine bytes.
+// subservice (usually one). payload is one JSON value, or a batch of them
+// (a batch payload, docs/WIRE.md §9): a plugin that asked for batches gets
+// it as one batch frame, the others as a message frame per value, each
+// plugin all of it or none. It never blocks: it returns an error wrapping
+// ErrNotRunning when no instance runs it (the wiring answers with a
+// Nack), ErrQueueFull when the plugin's queue is full (the message is
+// dropped and counted), or ErrBadPayload when payload is not one JSON
+// value of at most MaxLine bytes or a valid batch.
 func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast bool) error {
 	if len(payload) > s.cfg.MaxLine {
 		return fmt.Errorf("%w: %d bytes, more than %d", ErrBadPayload, len(payload), s.cfg.MaxLine)
 	}
 	if len(payload) == 0 {
 		return fmt.Errorf("%w: not a JSON value", ErrBadPayload)
+	}
+	if payload[0] == 0 {
+		return s.deliverBatch(from, name, payload, broadcast)
 	}
 	bp := scratchPool.Get().(*[]byte)
 	line, err := subservice.AppendFrame((*bp)[:0], &subservice.Frame{Op: subservice.OpMessage, From: from.ID, FromName: from.Name, Broadcast: broadcast, Data: payload})
@@ -658,15 +678,116 @@ func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast b
 	return fmt.Errorf("%w: %s", ErrNotRunning, name)
 }
 
+// batchMagic starts a batch payload: 0x00 (so that it is never a JSON
+// value) and 'B', then the batch, a JSON array (docs/WIRE.md §9).
+const batchMagic = "\x00B"
+
+// appendBatchPayload appends the batch payload for batch, a compact JSON
+// array of at least two values.
+func appendBatchPayload(dst, batch []byte) []byte {
+	return append(append(dst, batchMagic...), batch...)
+}
+
+// deliverBatch is Deliver for a batch payload.
+func (s *Supervisor) deliverBatch(from Peer, name string, payload []byte, broadcast bool) error {
+	if len(payload) < len(batchMagic) || string(payload[:len(batchMagic)]) != batchMagic {
+		return fmt.Errorf("%w: unknown payload form 0x%x (not JSON, not a batch)", ErrBadPayload, payload[:min(len(payload), 2)])
+	}
+	batch := payload[len(batchMagic):]
+	// The batch frame first: it checks the batch and counts its messages.
+	lp, sp := scratchPool.Get().(*[]byte), scratchPool.Get().(*[]byte)
+	line, n, err := subservice.AppendBatchFrame((*lp)[:0], &subservice.Frame{Op: subservice.OpMessage, From: from.ID, FromName: from.Name, Broadcast: broadcast, Batch: batch})
+	var split []byte // a message frame per value, for plugins without batches
+	defer func() {
+		if cap(line) <= 1<<20 {
+			*lp = line[:0]
+		}
+		if cap(split) <= 1<<20 && cap(split) > cap(*sp) {
+			*sp = split[:0]
+		}
+		scratchPool.Put(lp)
+		scratchPool.Put(sp)
+	}()
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrBadPayload, err)
+	case n > s.cfg.MaxBatch:
+		return fmt.Errorf("%w: a batch of %d messages, more than %d", ErrBadPayload, n, s.cfg.MaxBatch)
+	}
+	makeSplit := func() error {
+		split = (*sp)[:0]
+		f := subservice.Frame{Op: subservice.OpMessage, From: from.ID, FromName: from.Name, Broadcast: broadcast}
+		for d := range subservice.BatchItems(batch) {
+			f.Data = d
+			var err error
+			if split, err = subservice.AppendFrame(split, &f); err != nil {
+				return fmt.Errorf("%w: %v", ErrBadPayload, err)
+			}
+		}
+		return nil
+	}
+	// Plugins without batches need the split form: make it outside the
+	// lock if any is there now (and under it if one came meanwhile).
+	s.mu.Lock()
+	need := false
+	for _, p := range s.plugins {
+		if p.sub == name && p.cur != nil && !p.cur.gone && !p.cur.batch {
+			need = true
+		}
+	}
+	s.mu.Unlock()
+	if need {
+		if err := makeSplit(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var delivered int
+	var firstErr error
+	for _, p := range s.plugins {
+		if p.sub != name || p.cur == nil || p.cur.gone {
+			continue
+		}
+		var err error
+		if p.cur.batch {
+			err = s.pushN(p.cur, line, 1, n)
+		} else {
+			if split == nil {
+				if err := makeSplit(); err != nil {
+					return err
+				}
+			}
+			err = s.pushN(p.cur, split, n, n)
+		}
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		delivered++
+	}
+	if delivered > 0 {
+		return nil
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	return fmt.Errorf("%w: %s", ErrNotRunning, name)
+}
+
 // scratchPool holds buffers for encoding message frames in Deliver (the
 // queues copy them).
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // push queues a copy of a frame for inst. s.mu must be held.
-func (s *Supervisor) push(inst *instance, line []byte) error {
-	switch inst.q.push(line) {
+func (s *Supervisor) push(inst *instance, line []byte) error { return s.pushN(inst, line, 1, 1) }
+
+// pushN queues a copy of frames, n frames that carry msgs messages, for
+// inst: all of them or none. s.mu must be held.
+func (s *Supervisor) pushN(inst *instance, frames []byte, n, msgs int) error {
+	switch inst.q.pushN(frames, n, msgs) {
 	case pushFull:
-		inst.p.dropped.Add(1)
+		inst.p.dropped.Add(uint64(msgs))
 		return fmt.Errorf("%w: %s", ErrQueueFull, inst.p.name)
 	case pushClosed:
 		return fmt.Errorf("%w: %s", ErrNotRunning, inst.p.name)
@@ -691,11 +812,17 @@ func NackReason(err error) string {
 // Mesh ids count up from 1, so the last pendingCap of them each have a slot
 // of their own in the ring: no map, nothing to delete.
 func (s *Supervisor) track(inst *instance, pluginID uint64) uint64 {
+	return s.trackN(inst, pluginID, 1)
+}
+
+// trackN is track for a batch: the mesh id refers to the plugin's ids
+// pluginID..pluginID+count-1.
+func (s *Supervisor) trackN(inst *instance, pluginID uint64, count int) uint64 {
 	id := s.meshID.Add(1)
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	if slot := &s.ring[id%pendingCap]; slot.id < id {
-		*slot = pending{id: id, inst: inst, pluginID: pluginID}
+		*slot = pending{id: id, inst: inst, pluginID: pluginID, count: count}
 	}
 	return id
 }
@@ -729,7 +856,8 @@ func nackCode(reason string) string {
 
 // Nack reports that from refused the message this node sent with mesh id
 // id for subservice name: the plugin that sent it gets an error frame with
-// its own id for that send and to = from.ID. The code is "no-subservice"
+// its own id for that send and to = from.ID (for a batch, its first id and
+// count, the number of ids the batch used). The code is "no-subservice"
 // when reason is that code or the text of an ErrNotRunning error (or says
 // "not running"), "queue-full" likewise for ErrQueueFull, else "rejected"
 // with reason in the message. Nacks for unknown ids (too old: only the last
@@ -751,7 +879,11 @@ func (s *Supervisor) Nack(name string, id uint64, from Peer, reason string) {
 	default:
 		msg = fmt.Sprintf("node %s (%s) refused the message: %s", from.ID, from.Name, reason)
 	}
-	line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpError, ID: pd.pluginID, Code: code, Message: msg, To: from.ID})
+	count := 0
+	if pd.count > 1 {
+		count = pd.count
+	}
+	line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpError, ID: pd.pluginID, Count: count, Code: code, Message: msg, To: from.ID})
 	if err != nil {
 		return
 	}
