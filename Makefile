@@ -5,7 +5,7 @@ export GOFLAGS     := -mod=readonly
 TESTFLAGS ?= -race -timeout 14m
 PKGS     ?= ./...
 
-.PHONY: all build test test-short vet fuzz bench demo clean
+.PHONY: all build test test-short vet fuzz bench scale soak demo clean
 
 all: build
 
@@ -38,6 +38,18 @@ fuzz:
 bench:
 	$(GO) mod download
 	scripts/isolated.sh $(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(PKGS)
+
+# The documented scale and soak runs (docs/SCALING.md); `make test` runs
+# reduced versions of both. Needs root. SCALE=N nodes, SOAK=duration.
+SCALE ?= 50
+SOAK  ?= 5m
+scale:
+	$(GO) mod download
+	NEARBY_SCALE=$(SCALE) scripts/isolated.sh $(GO) test -run 'TestScale$$' -v -timeout 30m ./internal/e2e/
+
+soak:
+	$(GO) mod download
+	NEARBY_SOAK=$(SOAK) scripts/isolated.sh $(GO) test -run 'TestSoak$$' -v -timeout 30m ./internal/e2e/
 
 # Three hosts on a virtual LAN with the example plugins (needs root).
 demo: build
