@@ -4,6 +4,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,7 +54,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Ready, if set, is called once every part is up, with the status.
 	Ready func(control.Status)
+	// IdleTimeout closes a keep-alive connection to the control socket or
+	// to a dist server that has been idle this long (default 2 minutes), so
+	// that a long-lived client that opens a connection per request cannot
+	// make the node grow. Event streams are not idle.
+	IdleTimeout time.Duration
 }
+
+// defaultIdleTimeout is Config.IdleTimeout's default.
+const defaultIdleTimeout = 2 * time.Minute
 
 // Node is a running node. Its methods are safe for concurrent use.
 type Node struct {
@@ -232,7 +241,8 @@ func (n *Node) run(ctx context.Context) (err error) {
 	part("plugin-events", n.pumpPluginEvents)
 	part("updates", n.runUpdates)
 
-	dsrv := &http.Server{Handler: n.dist.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	idle := cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
+	dsrv := &http.Server{Handler: n.dist.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle}
 	wg.Go(func() { dsrv.Serve(httpLn) })
 	if cfg.DistHTTP != "" {
 		ln, err := net.Listen("tcp", cfg.DistHTTP)
@@ -241,12 +251,12 @@ func (n *Node) run(ctx context.Context) (err error) {
 			cancel()
 		} else {
 			n.distURL = "http://" + ln.Addr().String() + "/"
-			psrv := &http.Server{Handler: n.dist.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			psrv := &http.Server{Handler: n.dist.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle}
 			wg.Go(func() { psrv.Serve(ln) })
 			wg.Go(func() { <-ctx.Done(); psrv.Close() })
 		}
 	}
-	csrv := &http.Server{Handler: n.api(), ReadHeaderTimeout: 10 * time.Second}
+	csrv := &http.Server{Handler: n.api(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle}
 	wg.Go(func() { csrv.Serve(ctlLn) })
 
 	log.Info("node up", "node", n.id.ID, "name", cfg.Name, "listen", n.mesh.Addr().String(),
