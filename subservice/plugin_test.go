@@ -54,6 +54,7 @@ type router struct {
 	sent  chan sent
 	gate  chan struct{}
 	peers []subservice.Peer
+	calls atomic.Int64 // Send and Broadcast calls: mesh messages
 }
 
 var (
@@ -65,6 +66,7 @@ var (
 func (r *router) Self() subservice.Peer    { return self }
 func (r *router) Peers() []subservice.Peer { return r.peers }
 func (r *router) Send(to, sub string, payload []byte, id uint64) error {
+	r.calls.Add(1)
 	switch to {
 	case "ghost":
 		return fmt.Errorf("test: %w", supervisor.ErrNoPeer)
@@ -81,6 +83,7 @@ func (r *router) Send(to, sub string, payload []byte, id uint64) error {
 	return nil
 }
 func (r *router) Broadcast(sub string, payload []byte) int {
+	r.calls.Add(1)
 	msgs := splitPayload(payload)
 	for _, d := range msgs {
 		r.sent <- sent{broadcast: true, data: d, n: len(msgs)}
@@ -127,13 +130,23 @@ type env struct {
 // the socket and token that plugin would use.
 func start(t *testing.T, name string) *env {
 	t.Helper()
+	return startWith(t, name, nil)
+}
+
+// startWith is start with mod adjusting the supervisor's Config.
+func startWith(t *testing.T, name string, mod func(*supervisor.Config)) *env {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "ss")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	r := &router{sent: make(chan sent, 8192), gate: make(chan struct{}), peers: []subservice.Peer{peerB}}
-	sv, err := supervisor.New(supervisor.Config{SocketPath: filepath.Join(dir, "s.sock"), Router: r})
+	cfg := supervisor.Config{SocketPath: filepath.Join(dir, "s.sock"), Router: r}
+	if mod != nil {
+		mod(&cfg)
+	}
+	sv, err := supervisor.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,11 +187,11 @@ func start(t *testing.T, name string) *env {
 	return &env{sv: sv, r: r, socket: got["socket"], token: got["token"]}
 }
 
-func (e *env) dial(t *testing.T) *subservice.Plugin {
+func (e *env) dial(t *testing.T, opts ...subservice.Option) *subservice.Plugin {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	p, err := subservice.Dial(ctx, e.socket, e.token)
+	p, err := subservice.Dial(ctx, e.socket, e.token, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
