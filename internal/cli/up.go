@@ -26,7 +26,7 @@ func init() {
 	var (
 		name, listen, dist, keyFile, distHTTP string
 		peers                                 multiFlag
-		noDiscovery, noTray                   bool
+		noDiscovery, noTray, noRestore        bool
 	)
 	register(&command{
 		name:  "up",
@@ -36,6 +36,10 @@ Starts a node: it keeps its identity in the state directory, advertises
 itself over mDNS (_nearby._tcp), connects to the peers of its mesh, serves its
 dist folder and supervises plugins. SIGINT/SIGTERM stop it cleanly: plugins
 are stopped, peers are told, the advertisement is withdrawn.
+
+Plugins started with "nearby run" (or from the tray) and not stopped with
+"nearby stop" are started again, in their installed version, when the node
+next comes up (STATE/running.json); --no-restore skips that.
 
 The mesh key comes from --mesh-key-file, else $NEARBY_MESH_KEY, else the
 state directory's mesh.key, which is created on the first run. Every machine
@@ -58,6 +62,7 @@ Examples:
 			fs.StringVar(&distHTTP, "dist-http", "", "also serve the dist folder read-only over plain HTTP on `addr`")
 			fs.BoolVar(&noDiscovery, "no-discovery", false, "do not use mDNS (static peers only)")
 			fs.BoolVar(&noTray, "no-tray", false, "do not start the tray icon")
+			fs.BoolVar(&noRestore, "no-restore", false, "do not restart the plugins that ran when the node last stopped")
 		},
 		run: func(ctx context.Context, env *Env, fs *flag.FlagSet) error {
 			if fs.NArg() > 0 {
@@ -77,7 +82,7 @@ Examples:
 			}
 			cfg := node.Config{
 				StateDir: env.State, DistDir: dist, Name: name, Listen: listen, Key: key,
-				StaticPeers: peers, DistHTTP: distHTTP, NoDiscovery: noDiscovery,
+				StaticPeers: peers, DistHTTP: distHTTP, NoDiscovery: noDiscovery, NoRestore: noRestore,
 				Version: Version, Logger: env.Log,
 				Ready: func(st control.Status) {
 					if env.JSON {

@@ -5,7 +5,8 @@
 // $XDG_STATE_HOME/nearby, ~/.local/state/nearby. The config file is
 // $XDG_CONFIG_HOME/nearby/config (default ~/.config/nearby/config): lines of
 // `key = value` whose keys are the long flag names of `nearby up`
-// (name, listen, dist, peer, mesh-key-file, dist-http, no-tray, log-level).
+// (name, listen, dist, peer, mesh-key-file, dist-http, no-discovery, no-tray,
+// no-restore, log-level).
 // Flags given on the command line win over the file.
 package config
 

@@ -291,6 +291,7 @@ func (n *Node) handleFetch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		result.Message += "; started"
+		n.rememberRun(res.inst.Name, false)
 	}
 	s.Send(control.Event{Type: control.EventResult, Result: &result})
 }
@@ -322,6 +323,7 @@ func (n *Node) handleStop(w http.ResponseWriter, r *http.Request) {
 		control.WriteError(w, 404, err, "`nearby ps` lists running plugins")
 		return
 	}
+	n.forgetRun(req.Name)
 	control.WriteJSON(w, 200, control.Result{OK: true, Name: req.Name, Message: "stopped " + req.Name})
 }
 

@@ -54,6 +54,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Ready, if set, is called once every part is up, with the status.
 	Ready func(control.Status)
+	// NoRestore skips restarting, at start, the plugins that ran when the
+	// node last stopped (running.json in the state directory).
+	NoRestore bool
 	// IdleTimeout closes a keep-alive connection to the control socket or
 	// to a dist server that has been idle this long (default 2 minutes), so
 	// that a long-lived client that opens a connection per request cannot
@@ -76,6 +79,7 @@ type Node struct {
 	trust   *distrib.TrustStore
 	sup     *supervisor.Supervisor
 	sess    *sessions // hosted sessions (session.go)
+	wanted  *wanted   // plugins to start again at the next start (restore.go)
 	hub     *hub
 	httpc   *http.Client
 	started time.Time
@@ -153,6 +157,9 @@ func (n *Node) run(ctx context.Context) (err error) {
 	}
 	if n.trust, err = distrib.OpenTrust(filepath.Join(cfg.StateDir, "trust.json")); err != nil {
 		return err
+	}
+	if n.wanted, err = loadWanted(cfg.StateDir); err != nil {
+		log.Warn("cannot read the plugins to restore", "err", err)
 	}
 
 	rt := &router{}
@@ -255,6 +262,11 @@ func (n *Node) run(ctx context.Context) (err error) {
 			wg.Go(func() { psrv.Serve(ln) })
 			wg.Go(func() { <-ctx.Done(); psrv.Close() })
 		}
+	}
+	// Restored plugins are started before the control socket answers, so
+	// that what `nearby ps` shows first is the node's real state.
+	if !cfg.NoRestore {
+		n.restore()
 	}
 	csrv := &http.Server{Handler: n.api(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle}
 	wg.Go(func() { csrv.Serve(ctlLn) })

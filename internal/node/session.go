@@ -465,6 +465,7 @@ func (n *Node) hostedFetch(w http.ResponseWriter, req control.FetchRequest, run 
 			return true
 		}
 		res.Message += fmt.Sprintf("; serving sessions: others open it with `nearby open %s@%s`", inst.Name, n.cfg.Name)
+		n.rememberRun(inst.Name, true)
 		if ended > 0 {
 			res.Message += fmt.Sprintf(" (%d sessions of the previous version ended)", ended)
 		}
@@ -527,6 +528,7 @@ func (n *Node) hostedStop(w http.ResponseWriter, name string) bool {
 		return true
 	}
 	n.log.Info("stopped hosted plugin", "plugin", name, "sessions_ended", ended)
+	n.forgetRun(name)
 	control.WriteJSON(w, 200, control.Result{OK: true, Name: name, Count: ended,
 		Message: fmt.Sprintf("stopped %s; %d sessions ended", name, ended)})
 	return true
