@@ -188,8 +188,15 @@ func startTestNode(tb testing.TB, key mesh.Key, name string, peers ...string) *t
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(state) })
-	n, err := newNode(Config{StateDir: state, Name: name, Key: key, Listen: "127.0.0.1:0",
+	return startTestNodeConfig(tb, Config{StateDir: state, Name: name, Key: key, Listen: "127.0.0.1:0",
 		NoDiscovery: true, StaticPeers: peers, Logger: slog.New(slog.DiscardHandler)})
+}
+
+// startTestNodeConfig starts a node with cfg and stops it at cleanup.
+func startTestNodeConfig(tb testing.TB, cfg Config) *testNode {
+	tb.Helper()
+	name := cfg.Name
+	n, err := newNode(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

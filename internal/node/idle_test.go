@@ -2,7 +2,6 @@ package node
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -27,31 +26,8 @@ func TestControlIdleConnectionClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := t.TempDir()
-	n, err := newNode(Config{StateDir: state, Name: "idle", Key: key, Listen: "127.0.0.1:0",
+	startTestNodeConfig(t, Config{StateDir: state, Name: "idle", Key: key, Listen: "127.0.0.1:0",
 		NoDiscovery: true, IdleTimeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	n.cfg.Ready = func(control.Status) { close(ready) }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(benchWait):
-			t.Error("node did not stop")
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("node exited: %v", err)
-	case <-time.After(benchWait):
-		t.Fatal("node not ready")
-	}
 	sock := filepath.Join(state, control.SocketName)
 
 	get := func(c net.Conn, br *bufio.Reader, path string) *http.Response {
@@ -105,7 +81,7 @@ func TestControlIdleConnectionClosed(t *testing.T) {
 	// Wait several idle timeouts (a bound, not a measurement), then make
 	// an event happen: an archive in dist (invalid, but a dist event).
 	time.Sleep(4 * 300 * time.Millisecond)
-	if err := os.WriteFile(filepath.Join(n.cfg.DistDir, "junk-1.0.0.tar.gz"), []byte("not gzip"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(filepath.Join(state, "dist"), "junk-1.0.0.tar.gz"), []byte("not gzip"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for {

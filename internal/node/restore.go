@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/nearbymesh/nearby/distrib"
 	"github.com/nearbymesh/nearby/internal/control"
 	"github.com/nearbymesh/nearby/internal/fsutil"
 )
@@ -120,32 +121,29 @@ func (n *Node) forgetRun(name string) {
 // that is no longer installed is reported and forgotten.
 func (n *Node) restore() {
 	set := n.wanted.snapshot()
-	for _, name := range set.Local {
+	n.restoreEach(set.Local, "plugin", n.start)
+	n.restoreEach(set.Hosted, "hosted plugin", func(inst *distrib.Installed) error {
+		_, err := n.serveHosted(inst)
+		return err
+	})
+}
+
+// restoreEach starts the current installed version of each of names with
+// start; what is called a kind in the logs.
+func (n *Node) restoreEach(names []string, kind string, start func(*distrib.Installed) error) {
+	for _, name := range names {
 		inst, ok := n.store.Current(name)
 		if !ok {
-			n.log.Warn("not restoring a plugin that is no longer installed", "plugin", name)
+			n.log.Warn("not restoring a "+kind+" that is no longer installed", "plugin", name)
 			n.forgetRun(name)
 			continue
 		}
-		if err := n.start(inst); err != nil {
+		if err := start(inst); err != nil {
 			// Kept: the user asked for it; the next start tries again.
-			n.log.Warn("cannot restore plugin", "plugin", name, "version", inst.Version, "err", err)
+			n.log.Warn("cannot restore "+kind, "plugin", name, "version", inst.Version, "err", err)
 			continue
 		}
-		n.log.Info("restored plugin", "plugin", name, "version", inst.Version)
-		n.hub.publish(control.Event{Type: control.EventMessage, Message: fmt.Sprintf("restored %s %s (it ran when the node last stopped)", name, inst.Version)})
-	}
-	for _, name := range set.Hosted {
-		inst, ok := n.store.Current(name)
-		if !ok {
-			n.log.Warn("not restoring a hosted plugin that is no longer installed", "plugin", name)
-			n.forgetRun(name)
-			continue
-		}
-		if _, err := n.serveHosted(inst); err != nil {
-			n.log.Warn("cannot restore hosted plugin", "plugin", name, "version", inst.Version, "err", err)
-			continue
-		}
-		n.log.Info("restored hosted plugin", "plugin", name, "version", inst.Version)
+		n.log.Info("restored "+kind, "plugin", name, "version", inst.Version)
+		n.hub.publish(control.Event{Type: control.EventMessage, Message: fmt.Sprintf("restored %s %s %s (it ran when the node last stopped)", kind, name, inst.Version)})
 	}
 }
