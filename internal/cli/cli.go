@@ -141,6 +141,11 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	env.State = config.StateDir(*state)
 	env.Log = newLogger(stderr, *logLevel, *logJSON)
+	if stderr == io.Writer(os.Stderr) {
+		// The real program (not a test calling Main with its own
+		// writers): libraries' standard-log lines join the structured log.
+		routeStdLog(env.Log)
+	}
 	err := cmd.run(ctx, env, fs)
 	if err == nil {
 		return ExitOK
