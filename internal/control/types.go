@@ -202,8 +202,9 @@ const (
 	ViaPeer = "peer"
 )
 
-// Discovered is a node seen over mDNS, as in GET /v1/discovered. Discovery
-// only gives hints: liveness is the mesh's business (see /v1/peers).
+// Discovered is a node seen over mDNS or learned from a peer, as in GET
+// /v1/discovered. Discovery only gives hints: liveness is the mesh's
+// business (see /v1/peers).
 type Discovered struct {
 	ID string `json:"id"`
 	// Via says how we learned of the node: ViaMDNS, or ViaPeer when a peer
@@ -219,6 +220,9 @@ type Discovered struct {
 	// FirstMDNS is the first mDNS sighting (zero while Via is ViaPeer).
 	FirstMDNS time.Time `json:"first_mdns,omitzero"`
 	LastSeen  time.Time `json:"last_seen"`
+	// Hops, for a node learned from a peer (ViaPeer), is how many peers
+	// the news went through: 1 when the peer that told us saw it itself.
+	Hops int `json:"hops,omitempty"`
 }
 
 // ClickRequest is a click on a menu item a plugin put in the tray.

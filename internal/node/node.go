@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -94,7 +95,10 @@ type Node struct {
 	updatesHosted atomic.Bool
 
 	seenMu sync.Mutex
-	seen   map[string]*control.Discovered // node id -> what mDNS told us
+	seen   map[string]*control.Discovered // node id -> what mDNS or a peer told us
+	// peerAddr is where connected (or once connected) peers listen: the
+	// address we dialled, or the one their peer exchange gave (pex.go).
+	peerAddr map[mesh.NodeID]netip.AddrPort
 }
 
 // Run starts a node and blocks until ctx is done, then shuts everything down
@@ -133,7 +137,8 @@ func newNode(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, id: id, hub: newHub(), updates: make(chan struct{}, 1),
-		updating: make(map[string]chan struct{}), seen: make(map[string]*control.Discovered)}
+		updating: make(map[string]chan struct{}), seen: make(map[string]*control.Discovered),
+		peerAddr: make(map[mesh.NodeID]netip.AddrPort)}
 	return n, nil
 }
 
@@ -443,6 +448,7 @@ func (n *Node) pumpMeshEvents(ctx context.Context) error {
 			switch e.Type {
 			case mesh.EventPeerUp:
 				n.sendPex(e.Peer)
+				n.pexPeerUp(e.Peer)
 				n.sup.PeerEvent(true, supervisor.Peer{ID: p.ID, Name: p.Name})
 				n.hub.publish(control.Event{Type: control.EventPeerUp, Peer: p, Time: e.Time})
 			case mesh.EventPeerDown:
