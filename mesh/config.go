@@ -64,6 +64,12 @@ type Config struct {
 	// MaxFrameSize caps a message payload, in bytes (default 1 MiB). It is
 	// announced to peers, which refuse to send us more.
 	MaxFrameSize int
+	// Features are bits the application announces to every peer in the
+	// hello (docs/WIRE.md §4: the hello's flags), e.g. that it understands a
+	// payload form newer peers may send; PeerInfo.Features and
+	// Mesh.PeerFeatures give a peer's. The mesh itself gives them no
+	// meaning. Peers that predate a bit announce 0 for it.
+	Features uint16
 	// QueueSize bounds each peer's outbound queue, in bytes of encoded
 	// frames waiting to be written (default 4 MiB). A message that does not
 	// fit is dropped: Send returns ErrQueueFull and PeerInfo.Dropped counts

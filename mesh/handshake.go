@@ -133,6 +133,7 @@ func (m *Mesh) handshake(ctx context.Context, raw net.Conn, dialer bool, expect 
 	}
 	hb, err := appendHello(nil, hello{
 		version:    protocolVersion,
+		flags:      m.cfg.Features,
 		id:         m.id,
 		meshID:     m.meshID,
 		instance:   m.instance,
@@ -242,6 +243,7 @@ func (m *Mesh) handshake(ctx context.Context, raw net.Conn, dialer bool, expect 
 		dialed:     dialer,
 		instance:   h.instance,
 		maxPayload: maxPayload,
+		features:   h.flags,
 		conn:       sc,
 		sess:       sess,
 		ctrl:       ctrl,

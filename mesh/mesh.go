@@ -65,7 +65,9 @@ type PeerInfo struct {
 	Addr string
 	// Dialed is true when this node opened the connection.
 	Dialed bool
-	Since  time.Time
+	// Features are the bits the peer announced (its Config.Features).
+	Features uint16
+	Since    time.Time
 	// RTT is the last keepalive round trip, queueing included; 0 until the
 	// first pong.
 	RTT     time.Duration
@@ -340,6 +342,10 @@ func (m *Mesh) spawn(fs ...func()) bool {
 // id travels with the message; a non-zero id asks for a Nack if the peer's
 // OnMessage refuses it. Messages to one peer arrive in the order sent.
 func (m *Mesh) Send(to NodeID, sub string, payload []byte, id uint64) error {
+	return m.send(to, 0, sub, payload, id)
+}
+
+func (m *Mesh) send(to NodeID, flags byte, sub string, payload []byte, id uint64) error {
 	if err := checkName(sub); err != nil {
 		return fmt.Errorf("send to %s: subservice %q: %w", to.Short(), sub, err)
 	}
@@ -355,7 +361,7 @@ func (m *Mesh) Send(to NodeID, sub string, payload []byte, id uint64) error {
 	if len(payload) > p.maxPayload {
 		return fmt.Errorf("send to %s: payload of %d bytes over the cap of %d: %w", to.Short(), len(payload), p.maxPayload, ErrFrameTooLarge)
 	}
-	if err := p.enqueueMsg(0, id, sub, payload); err != nil {
+	if err := p.enqueueMsg(flags, id, sub, payload); err != nil {
 		return fmt.Errorf("send to %s: %w", to.Short(), err)
 	}
 	return nil
@@ -368,15 +374,27 @@ var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return
 // Dropped); an invalid subservice name or an oversized payload reaches
 // nobody. It never blocks on a slow peer.
 func (m *Mesh) Broadcast(sub string, payload []byte) (n int) {
+	n, _ = m.BroadcastFeature(sub, payload, 0)
+	return n
+}
+
+// BroadcastFeature is Broadcast to the peers that announced every bit of
+// need (Config.Features); it also returns the peers that did not, which it
+// skipped, for the caller to reach in another way.
+func (m *Mesh) BroadcastFeature(sub string, payload []byte, need uint16) (n int, lacking []NodeID) {
 	if checkName(sub) != nil || len(payload) > m.cfg.MaxFrameSize {
 		m.log.Debug("broadcast refused", "subservice", sub, "size", len(payload))
-		return 0
+		return 0, nil
 	}
 	bp := scratchPool.Get().(*[]byte)
 	frame := appendMsg((*bp)[:0], flagBroadcast, 0, sub, payload)
 	m.mu.RLock()
 	if !m.closing {
 		for _, p := range m.peers {
+			if p.features&need != need {
+				lacking = append(lacking, p.id)
+				continue
+			}
 			if len(payload) <= p.maxPayload && p.enqueueFrame(frame, true) == nil {
 				n++
 			}
@@ -387,7 +405,26 @@ func (m *Mesh) Broadcast(sub string, payload []byte) (n int) {
 		*bp = frame[:0]
 		scratchPool.Put(bp)
 	}
-	return n
+	return n, lacking
+}
+
+// PeerFeatures returns the feature bits a connected peer announced
+// (Config.Features), without the cost of Peer.
+func (m *Mesh) PeerFeatures(id NodeID) (uint16, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	p := m.peers[id]
+	if p == nil {
+		return 0, false
+	}
+	return p.features, true
+}
+
+// BroadcastTo queues one message for one peer, marked as a broadcast as
+// Broadcast marks it: for an application that must give some peers a
+// broadcast in another form (see Config.Features). Errors are Send's.
+func (m *Mesh) BroadcastTo(to NodeID, sub string, payload []byte) error {
+	return m.send(to, flagBroadcast, sub, payload, 0)
 }
 
 // Peers returns the connected peers, sorted by id.

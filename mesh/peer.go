@@ -34,6 +34,7 @@ type peer struct {
 	dialed     bool
 	instance   [8]byte
 	maxPayload int
+	features   uint16 // the peer's Config.Features, from its hello
 	since      time.Time
 
 	conn *sessConn
@@ -74,6 +75,7 @@ func (p *peer) info() PeerInfo {
 		Name:     p.name,
 		Addr:     p.addr,
 		Dialed:   p.dialed,
+		Features: p.features,
 		Since:    p.since,
 		RTT:      time.Duration(p.rtt.Load()),
 		Catalog:  p.catalog.Clone(),

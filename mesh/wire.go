@@ -211,7 +211,7 @@ func appendToken(dst []byte, typ byte, token uint64) []byte {
 // hello is the body of a frameHello.
 type hello struct {
 	version    uint16
-	flags      uint16 // reserved, sent as 0
+	flags      uint16 // the application's feature bits (Config.Features)
 	id         NodeID
 	meshID     [8]byte
 	instance   [8]byte // random per process: a new value means the peer restarted

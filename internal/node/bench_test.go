@@ -183,22 +183,33 @@ type testNode struct {
 // test ends.
 func startTestNode(tb testing.TB, key mesh.Key, name string, peers ...string) *testNode {
 	tb.Helper()
+	return startTestNodeWith(tb, key, name, nil, peers...)
+}
+
+// startTestNodeWith is startTestNode with setup (when not nil) called on
+// the node before it runs.
+func startTestNodeWith(tb testing.TB, key mesh.Key, name string, setup func(*Node), peers ...string) *testNode {
+	tb.Helper()
 	state, err := os.MkdirTemp("", "nb")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(state) })
 	return startTestNodeConfig(tb, Config{StateDir: state, Name: name, Key: key, Listen: "127.0.0.1:0",
-		NoDiscovery: true, StaticPeers: peers, Logger: slog.New(slog.DiscardHandler)})
+		NoDiscovery: true, StaticPeers: peers, Logger: slog.New(slog.DiscardHandler)}, setup)
 }
 
-// startTestNodeConfig starts a node with cfg and stops it at cleanup.
-func startTestNodeConfig(tb testing.TB, cfg Config) *testNode {
+// startTestNodeConfig starts a node with cfg and stops it at cleanup;
+// setup, when not nil, is called on the node before it runs.
+func startTestNodeConfig(tb testing.TB, cfg Config, setup func(*Node)) *testNode {
 	tb.Helper()
 	name := cfg.Name
 	n, err := newNode(cfg)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if setup != nil {
+		setup(n)
 	}
 	ready := make(chan control.Status, 1)
 	n.cfg.Ready = func(s control.Status) { ready <- s }
@@ -286,8 +297,21 @@ func batchMode(batch bool) string {
 // newPluginPair starts two nodes and the benchmark plugins on them, with
 // the SDK's batches on or off.
 func newPluginPair(tb testing.TB, key mesh.Key, batch bool) *pluginPair {
+	return newPluginPairModes(tb, key, pairModes{sendBatch: batch, recvBatch: batch})
+}
+
+// pairModes chooses how the two sides of a pluginPair speak: the sender's
+// and the receiver's SDK batch modes, and whether node b is a node from
+// before batch payloads (it announces no featureBatch to the mesh).
+type pairModes struct {
+	sendBatch, recvBatch bool
+	legacyB              bool
+}
+
+// newPluginPairModes is newPluginPair with the modes chosen apart.
+func newPluginPairModes(tb testing.TB, key mesh.Key, m pairModes) *pluginPair {
 	tb.Helper()
-	b := startTestNode(tb, key, "node-b")
+	b := startTestNodeWith(tb, key, "node-b", func(n *Node) { n.noBatchFeature = m.legacyB })
 	a := startTestNode(tb, key, "node-a", b.addr)
 	bid := string(b.n.id.ID)
 	waitUntil(tb, "the nodes connect", func() bool {
@@ -307,10 +331,10 @@ func newPluginPair(tb testing.TB, key mesh.Key, batch bool) *pluginPair {
 	}
 	tb.Cleanup(func() { ln.Close() })
 
-	if err := b.n.sup.Start(benchSpec(tb, "recv", ctlPath, batch)); err != nil {
+	if err := b.n.sup.Start(benchSpec(tb, "recv", ctlPath, m.recvBatch)); err != nil {
 		tb.Fatal(err)
 	}
-	if err := a.n.sup.Start(benchSpec(tb, "send", ctlPath, batch)); err != nil {
+	if err := a.n.sup.Start(benchSpec(tb, "send", ctlPath, m.sendBatch)); err != nil {
 		tb.Fatal(err)
 	}
 	pp := &pluginPair{a: a, b: b, errs: make(chan string, 16)}

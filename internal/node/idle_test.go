@@ -27,7 +27,7 @@ func TestControlIdleConnectionClosed(t *testing.T) {
 	}
 	state := t.TempDir()
 	startTestNodeConfig(t, Config{StateDir: state, Name: "idle", Key: key, Listen: "127.0.0.1:0",
-		NoDiscovery: true, IdleTimeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+		NoDiscovery: true, IdleTimeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}, nil)
 	sock := filepath.Join(state, control.SocketName)
 
 	get := func(c net.Conn, br *bufio.Reader, path string) *http.Response {

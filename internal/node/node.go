@@ -27,6 +27,7 @@ import (
 	"github.com/nearbymesh/nearby/internal/session"
 	"github.com/nearbymesh/nearby/internal/supervisor"
 	"github.com/nearbymesh/nearby/mesh"
+	"github.com/nearbymesh/nearby/subservice"
 )
 
 // Config is everything `nearby up` decides. The zero value of each field
@@ -70,21 +71,24 @@ const defaultIdleTimeout = 2 * time.Minute
 
 // Node is a running node. Its methods are safe for concurrent use.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	id      *mesh.Identity
-	mesh    *mesh.Mesh
-	disc    *discovery.Service
-	dist    *distrib.Dist
-	store   *distrib.Store
-	trust   *distrib.TrustStore
-	sup     *supervisor.Supervisor
-	sess    *sessions // hosted sessions (session.go)
-	wanted  *wanted   // plugins to start again at the next start (restore.go)
-	hub     *hub
-	httpc   *http.Client
-	started time.Time
-	distURL string
+	cfg    Config
+	log    *slog.Logger
+	id     *mesh.Identity
+	mesh   *mesh.Mesh
+	disc   *discovery.Service
+	dist   *distrib.Dist
+	store  *distrib.Store
+	trust  *distrib.TrustStore
+	sup    *supervisor.Supervisor
+	sess   *sessions // hosted sessions (session.go)
+	wanted *wanted   // plugins to start again at the next start (restore.go)
+	// noBatchFeature makes the node announce no featureBatch, as nodes
+	// before batch payloads did (tests of mixed meshes).
+	noBatchFeature bool
+	hub            *hub
+	httpc          *http.Client
+	started        time.Time
+	distURL        string
 
 	updMu    sync.Mutex
 	updating map[string]chan struct{} // name -> done, for fetches in flight
@@ -192,6 +196,9 @@ func (n *Node) run(ctx context.Context) (err error) {
 	mcfg.StaticPeers = cfg.StaticPeers
 	mcfg.Logger = log
 	mcfg.OnMessage = n.onMessage
+	if !n.noBatchFeature {
+		mcfg.Features = featureBatch
+	}
 	mcfg.OnNack = func(k mesh.Nack) {
 		n.sup.Nack(k.Subservice, k.ID, n.peerOf(k.From), k.Reason)
 	}
@@ -519,8 +526,57 @@ func (r *router) Peers() []supervisor.Peer {
 	return out
 }
 
+// featureBatch is the mesh feature bit (mesh.Config.Features) of a node
+// that takes batch payloads (docs/WIRE.md §9). A batch for a peer without
+// it is sent as one mesh message per value instead.
+const featureBatch uint16 = 1 << 0
+
+// isBatch reports whether payload is a batch payload (supervisor.Router).
+func isBatch(payload []byte) bool { return len(payload) > 0 && payload[0] == 0 }
+
+// legacy reports whether peer to cannot take batch payloads.
+func (r *router) legacy(to mesh.NodeID) bool {
+	f, ok := r.m.PeerFeatures(to)
+	return ok && f&featureBatch == 0
+}
+
+// split sends the values of batch payload one by one to a peer that cannot
+// take batches, with broadcast's marking, all under the batch's mesh id
+// (so a nack of any of them reports the batch's range, once). It stops at
+// the first error.
+func (r *router) split(to mesh.NodeID, sub string, payload []byte, id uint64, broadcast bool) error {
+	if len(payload) < 2 || payload[1] != 'B' {
+		return fmt.Errorf("%w: unknown payload form", supervisor.ErrBadPayload)
+	}
+	sent, total := 0, 0
+	var err error
+	for v := range subservice.BatchItems(payload[2:]) {
+		total++
+		if err != nil {
+			continue
+		}
+		if broadcast {
+			err = r.m.BroadcastTo(to, sub, v)
+		} else {
+			err = r.m.Send(to, sub, v, id)
+		}
+		if err == nil {
+			sent++
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%d of the batch's %d messages sent to a node without batches: %w", sent, total, err)
+	}
+	return nil
+}
+
 func (r *router) Send(to, sub string, payload []byte, id uint64) error {
-	err := r.m.Send(mesh.NodeID(to), sub, payload, id)
+	var err error
+	if isBatch(payload) && r.legacy(mesh.NodeID(to)) {
+		err = r.split(mesh.NodeID(to), sub, payload, id, false)
+	} else {
+		err = r.m.Send(mesh.NodeID(to), sub, payload, id)
+	}
 	switch {
 	case errors.Is(err, mesh.ErrQueueFull):
 		return fmt.Errorf("%w: %w", supervisor.ErrQueueFull, err)
@@ -532,8 +588,19 @@ func (r *router) Send(to, sub string, payload []byte, id uint64) error {
 	return err
 }
 
+// Broadcast sends payload to every peer; a batch goes as one message to
+// peers that take batches and as one message per value to the others.
 func (r *router) Broadcast(sub string, payload []byte) int {
-	return r.m.Broadcast(sub, payload)
+	if !isBatch(payload) {
+		return r.m.Broadcast(sub, payload)
+	}
+	n, legacy := r.m.BroadcastFeature(sub, payload, featureBatch)
+	for _, id := range legacy {
+		if r.split(id, sub, payload, 0, true) == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // connListener is a net.Listener fed with mesh streams, so an http.Server
