@@ -558,6 +558,11 @@ func (p *Plugin) writeHot(op, to string, data []byte) (uint64, error) {
 	if len(data) == 0 {
 		data = []byte("null")
 	}
+	if len(data)+len(to) > p.maxLine {
+		// Too large whatever else is queued: fail now rather than wait
+		// for room behind a slow node.
+		return 0, fmt.Errorf("subservice: %s: %w: %d bytes of data, the node accepts frames of %d", op, ErrTooLarge, len(data), p.maxLine)
+	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	for p.werr == nil && len(p.wbuf) > 0 && len(p.wbuf)+len(data)+len(to)+64 > writeBuffer {

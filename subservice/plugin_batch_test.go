@@ -527,3 +527,50 @@ func TestPluginBatchTooLargeForNode(t *testing.T) {
 		t.Errorf("values %v, want [1 2]", vals)
 	}
 }
+
+// TestPluginTooLargeWhileStalled: a send larger than the node's max_line
+// fails at once even while the node does not read and sends wait in the
+// SDK; it does not wait for room it would never use.
+func TestPluginTooLargeWhileStalled(t *testing.T) {
+	fn, p := dialFake(t, welcomeBatch)
+	// The fake node reads nothing: sends fill the socket, then the SDK's
+	// write in progress, then its buffer, and then Send blocks; a Send
+	// blocks only while the buffer holds frames, the state in which an
+	// oversized send used to wait too. Blocked = no send accepted for a
+	// while (if that misjudges, the oversized send below simply meets an
+	// emptier buffer).
+	chunk := strings.Repeat("f", 64<<10)
+	accepted := make(chan int, 1000)
+	go func() {
+		for i := range 200 { // 12.5 MiB: more than the SDK and the socket hold
+			if _, err := p.Send("n2", chunk); err != nil {
+				return
+			}
+			accepted <- i + 1
+		}
+	}()
+	deadline := time.After(wait)
+	for n, quiet := 0, false; !quiet; {
+		select {
+		case n = <-accepted:
+		case <-time.After(300 * time.Millisecond):
+			quiet = n >= 16 // 1 MiB: at least the SDK's buffer
+		case <-deadline:
+			t.Fatalf("%d sends of 64 KiB accepted, no stall", n)
+		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Send("n2", strings.Repeat("y", subservice.DefaultMaxLine+1))
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, subservice.ErrTooLarge) {
+			t.Errorf("oversized Send while stalled: %v, want ErrTooLarge", err)
+		}
+	case <-time.After(wait):
+		t.Error("an oversized Send waited behind a stalled node")
+	}
+	fn.c.Close() // the stalled sends fail; Close returns
+}
