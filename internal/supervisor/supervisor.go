@@ -657,13 +657,20 @@ func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast b
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.fanOut(name, func(inst *instance) error { return s.push(inst, line) })
+}
+
+// fanOut calls push for the running instance of every plugin that speaks
+// subservice name (usually one). It returns nil when one took it, else the
+// first error, else an ErrNotRunning error. s.mu must be held.
+func (s *Supervisor) fanOut(name string, push func(*instance) error) error {
 	var delivered int
 	var firstErr error
 	for _, p := range s.plugins {
 		if p.sub != name || p.cur == nil || p.cur.gone {
 			continue
 		}
-		if err := s.push(p.cur, line); err != nil {
+		if err := push(p.cur); err != nil {
 			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
@@ -681,12 +688,6 @@ func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast b
 // batchMagic starts a batch payload: 0x00 (so that it is never a JSON
 // value) and 'B', then the batch, a JSON array (docs/WIRE.md §9).
 const batchMagic = "\x00B"
-
-// appendBatchPayload appends the batch payload for batch, a compact JSON
-// array of at least two values.
-func appendBatchPayload(dst, batch []byte) []byte {
-	return append(append(dst, batchMagic...), batch...)
-}
 
 // deliverBatch is Deliver for a batch payload.
 func (s *Supervisor) deliverBatch(from Peer, name string, payload []byte, broadcast bool) error {
@@ -743,36 +744,17 @@ func (s *Supervisor) deliverBatch(from Peer, name string, payload []byte, broadc
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var delivered int
-	var firstErr error
-	for _, p := range s.plugins {
-		if p.sub != name || p.cur == nil || p.cur.gone {
-			continue
+	return s.fanOut(name, func(inst *instance) error {
+		if inst.batch {
+			return s.pushN(inst, line, 1, n)
 		}
-		var err error
-		if p.cur.batch {
-			err = s.pushN(p.cur, line, 1, n)
-		} else {
-			if split == nil {
-				if err := makeSplit(); err != nil {
-					return err
-				}
+		if split == nil {
+			if err := makeSplit(); err != nil {
+				return err
 			}
-			err = s.pushN(p.cur, split, n, n)
 		}
-		if err != nil {
-			firstErr = cmp.Or(firstErr, err)
-			continue
-		}
-		delivered++
-	}
-	if delivered > 0 {
-		return nil
-	}
-	if firstErr != nil {
-		return firstErr
-	}
-	return fmt.Errorf("%w: %s", ErrNotRunning, name)
+		return s.pushN(inst, split, n, n)
+	})
 }
 
 // scratchPool holds buffers for encoding message frames in Deliver (the
