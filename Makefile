@@ -2,7 +2,7 @@
 GO       ?= go
 export GOTOOLCHAIN := local
 export GOFLAGS     := -mod=readonly
-TESTFLAGS ?= -race -timeout 14m
+TESTFLAGS ?= -race -count=1 -timeout 14m
 PKGS     ?= ./...
 
 .PHONY: all build test test-short vet fuzz bench scale soak demo clean
