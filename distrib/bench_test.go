@@ -193,7 +193,7 @@ func BenchmarkInstall(b *testing.B) {
 			}
 			s, _ := OpenStore(filepath.Join(root, "plugins"))
 			trust, _ := OpenTrust(filepath.Join(root, "trust.json"))
-			if _, err := s.Install(p, InstallOptions{Trust: trust, Origin: "bench"}); err != nil {
+			if _, err := s.Install(p, InstallOptions{Trust: trust, Origin: "bench", SHA256: entry.SHA256}); err != nil {
 				b.Fatal(err)
 			}
 			os.RemoveAll(filepath.Dir(p))

@@ -114,6 +114,13 @@ type InstallOptions struct {
 	// node it was fetched from. Anything but OriginLocal, including "",
 	// counts as a peer.
 	Origin string
+	// SHA256, if set, is the hex SHA-256 the caller has just verified for
+	// the archive (Fetch's want.SHA256). Install then checks the signature
+	// against it without first hashing the file, hashes the bytes while it
+	// extracts them into its private staging directory, and fails with
+	// ErrHashMismatch, having installed nothing, if they do not hash to it.
+	// A wrong value costs a failed install, never an unverified one.
+	SHA256 string
 }
 
 // OpenStore opens (creating if needed) the store in dir, loads what is
@@ -295,19 +302,30 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	}
 	// Archives up to memInstallMax are read into memory once: hashed,
 	// verified and extracted from the same bytes. Larger ones are streamed
-	// twice and hashed both times.
+	// twice and hashed both times. With a claimed hash (opt.SHA256), the
+	// first hashing is skipped: the signature is checked against the claim
+	// and the bytes extracted are hashed as they are (checkClaim).
+	claimed, err := parseClaim(opt.SHA256)
+	if err != nil {
+		return nil, err
+	}
 	var data []byte
-	h := sha256.New()
 	if fi.Size() <= s.memMax {
 		data = make([]byte, fi.Size())
 		if _, err := io.ReadFull(f, data); err != nil {
 			return nil, fmt.Errorf("%w: reading the archive: %v; try again", ErrChanged, err)
 		}
-		h.Write(data)
-	} else if _, err := io.Copy(h, f); err != nil {
-		return nil, err
 	}
-	sum := h.Sum(nil)
+	sum := claimed
+	if sum == nil {
+		h := sha256.New()
+		if data != nil {
+			h.Write(data)
+		} else if _, err := io.Copy(h, f); err != nil {
+			return nil, err
+		}
+		sum = h.Sum(nil)
+	}
 	sumHex := hex.EncodeToString(sum)
 
 	// Signature and trust.
@@ -352,6 +370,17 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 			ErrDowngrade, name, version, cur.Version, name, version)
 	}
 	if same != nil {
+		if same.SHA256 == sumHex && claimed != nil {
+			// Nothing is extracted on this path to check the claim
+			// against: hash the file after all.
+			got, err := hashFile(f, data)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkClaim(got, sumHex); err != nil {
+				return nil, err
+			}
+		}
 		if same.SHA256 == sumHex {
 			if newPin {
 				if err := opt.Trust.Pin(name, signer); err != nil {
@@ -382,12 +411,36 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	}
 	defer os.RemoveAll(staging)
 	tree := filepath.Join(staging, "tree")
-	if data != nil {
+	switch {
+	case data != nil && claimed == nil:
 		if err := Extract(bytes.NewReader(data), tree, lim); err != nil {
 			return nil, err
 		}
-	} else if err := extractRehash(f, tree, lim, sumHex); err != nil {
-		return nil, err
+	case data != nil:
+		// Hash on another goroutine while extracting the same bytes.
+		hashed := make(chan string, 1)
+		go func() {
+			h := sha256.Sum256(data)
+			hashed <- hex.EncodeToString(h[:])
+		}()
+		xerr := Extract(bytes.NewReader(data), tree, lim)
+		if err := checkClaim(<-hashed, sumHex); err != nil {
+			return nil, err // first: the other error may be due to other bytes
+		}
+		if xerr != nil {
+			return nil, xerr
+		}
+	default:
+		got, err := extractRehash(f, tree, lim)
+		if cerr := checkClaim(got, sumHex); got != "" && cerr != nil {
+			if claimed == nil {
+				return nil, fmt.Errorf("%w: the archive changed while it was being installed; try again", ErrChanged)
+			}
+			return nil, cerr
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	mb, err := os.ReadFile(filepath.Join(tree, ManifestFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -475,21 +528,54 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	return out, nil
 }
 
-// extractRehash extracts f from its start, hashing what it reads, and
-// fails if that is not the hash checked before.
-func extractRehash(f *os.File, tree string, lim Limits, sumHex string) error {
+// extractRehash extracts f from its start, hashing what it reads (and the
+// rest of the file after an error), and returns the hex SHA-256 of the
+// whole file; it is "" only if the file could not be read.
+func extractRehash(f *os.File, tree string, lim Limits) (string, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
+		return "", err
 	}
 	h := sha256.New()
-	if err := Extract(io.TeeReader(f, h), tree, lim); err != nil {
-		return err
-	}
+	xerr := Extract(io.TeeReader(f, h), tree, lim)
 	if _, err := io.Copy(h, f); err != nil {
-		return err
+		return "", err
 	}
-	if hex.EncodeToString(h.Sum(nil)) != sumHex {
-		return fmt.Errorf("%w: the archive changed while it was being installed; try again", ErrChanged)
+	return hex.EncodeToString(h.Sum(nil)), xerr
+}
+
+// hashFile returns the hex SHA-256 of data, or of f when data is nil.
+func hashFile(f *os.File, data []byte) (string, error) {
+	h := sha256.New()
+	if data != nil {
+		h.Write(data)
+	} else {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", err
+		}
+		if _, err := io.Copy(h, f); err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// parseClaim decodes InstallOptions.SHA256; nil if it is "".
+func parseClaim(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != sha256.Size || strings.ToLower(s) != s {
+		return nil, fmt.Errorf("%w: InstallOptions.SHA256 %q is not 64 lowercase hex digits", ErrHashMismatch, clip(s, 80))
+	}
+	return b, nil
+}
+
+// checkClaim fails unless the archive hashed to want.
+func checkClaim(got, want string) error {
+	if got != want {
+		return fmt.Errorf("%w: the archive's sha256 is %s, not the %s it was verified as (it changed since); try again",
+			ErrHashMismatch, got, want)
 	}
 	return nil
 }

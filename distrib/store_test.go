@@ -3,6 +3,7 @@ package distrib
 import (
 	"archive/tar"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -119,14 +120,10 @@ func TestInstallRefusesBadInput(t *testing.T) {
 		{name: "same version other bytes", file: "chat-1.0.0.tar.gz", ents: append(goodEnts("chat", "1.0.0"), ent{name: "new", body: "x"}), want: ErrVersionConflict},
 	}
 	for _, tt := range tests {
-		for _, stream := range []bool{false, true} {
-			name := tt.name
-			if stream {
-				name += "/streamed"
-			}
-			t.Run(name, func(t *testing.T) {
+		for _, mode := range []string{"", "/streamed", "/claimed", "/streamed/claimed"} {
+			t.Run(tt.name+mode, func(t *testing.T) {
 				f := newStoreFix(t)
-				if stream {
+				if strings.Contains(mode, "streamed") {
 					f.s.memMax = -1 // extract from the file, not from memory
 				}
 				before := f.snapshot()
@@ -150,6 +147,9 @@ func TestInstallRefusesBadInput(t *testing.T) {
 					os.WriteFile(p+SigExt, Sign(f.key, make([]byte, 32)), 0o644)
 				}
 				opts := f.opts("node-b")
+				if strings.Contains(mode, "claimed") { // as after Fetch: the true hash
+					opts.SHA256 = hexSHA(data)
+				}
 				if tt.opts != nil {
 					tt.opts(&opts)
 				}
@@ -395,5 +395,87 @@ func TestOpenStoreCleansLeftovers(t *testing.T) {
 	s, _ = OpenStore(f.dir)
 	if cur, ok := s.Current("chat"); !ok || cur.Version != "1.0.0" {
 		t.Fatalf("without state: %+v", cur)
+	}
+}
+
+// TestInstallClaimedHash covers InstallOptions.SHA256 (the hash Fetch has
+// just verified): the signature is checked against it, the bytes extracted
+// must hash to it, and a mismatch, found only after extraction, installs
+// nothing and leaves no staging behind, from memory and streamed.
+func TestInstallClaimedHash(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		name := "memory"
+		if stream {
+			name = "streamed"
+		}
+		t.Run(name, func(t *testing.T) {
+			f := newStoreFix(t)
+			if stream {
+				f.s.memMax = -1
+			}
+			fail := func(p string, opts InstallOptions, want error, mention string) {
+				t.Helper()
+				before := f.snapshot()
+				in, err := f.s.Install(p, opts)
+				if !errors.Is(err, want) || !strings.Contains(err.Error(), mention) {
+					t.Fatalf("Install = %+v, %v; want %v mentioning %q", in, err, want, mention)
+				}
+				if f.snapshot() != before {
+					t.Fatal("a failed install changed what was installed")
+				}
+				if ents, _ := os.ReadDir(f.dir); len(ents) != 1 {
+					t.Fatalf("store dir holds %v, want only chat/ (staging left behind?)", ents)
+				}
+			}
+
+			// A good archive whose bytes are then swapped for others that
+			// extract cleanly, with the signature still matching the claim:
+			// only the hash of what was extracted can catch it.
+			good := tarGz(t, goodEnts("chat", "1.1.0"))
+			other := tarGz(t, append(goodEnts("chat", "1.1.0"), ent{name: "evil", body: "x"}))
+			p := writeArchive(t, t.TempDir(), "chat-1.1.0.tar.gz", other)
+			sum := sha256.Sum256(good)
+			os.WriteFile(p+SigExt, Sign(f.key, sum[:]), 0o644)
+			opts := f.opts("node-b")
+			opts.SHA256 = hexSHA(good)
+			fail(p, opts, ErrHashMismatch, "it was verified as")
+
+			// The same with bytes that do not even extract: the hash
+			// mismatch is reported, not the extraction error.
+			os.WriteFile(p, []byte("not a gzip stream at all"), 0o644)
+			fail(p, opts, ErrHashMismatch, "it was verified as")
+
+			// A claim that is right, with a signature of other bytes.
+			os.WriteFile(p, good, 0o644)
+			os.WriteFile(p+SigExt, Sign(f.key, make([]byte, 32)), 0o644)
+			fail(p, opts, ErrBadSignature, "")
+
+			// Malformed claims.
+			for _, c := range []string{"abc", strings.ToUpper(hexSHA(good)), hexSHA(good)[:62] + "zz"} {
+				o := opts
+				o.SHA256 = c
+				fail(p, o, ErrHashMismatch, "64 lowercase hex digits")
+			}
+
+			// Right claim and signature: installed, recorded with that hash.
+			signFile(t, f.key, p)
+			in, err := f.s.Install(p, opts)
+			if err != nil || in.SHA256 != hexSHA(good) || !in.Current {
+				t.Fatalf("install with a right claim: %+v %v", in, err)
+			}
+			if _, err := os.Stat(filepath.Join(in.Dir, "lib", "data.txt")); err != nil {
+				t.Fatal(err)
+			}
+
+			// Reinstalling an installed version with the same claim but
+			// other bytes: nothing is extracted on that path, so the file
+			// is hashed there. 1.0.0 is the previous version.
+			p10 := f.archive("chat", "1.0.0", goodEnts("chat", "1.0.0"), f.key)
+			cur10, _ := f.s.Version("chat", "1.0.0")
+			os.WriteFile(p10, other, 0o644)
+			o := opts
+			o.SHA256, o.AllowDowngrade = cur10.SHA256, true
+			fail(p10, o, ErrHashMismatch, "it was verified as")
+		})
 	}
 }

@@ -111,7 +111,7 @@ func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, pr
 		return nil, fmt.Errorf("%s %s is installed and %s is lower: %w (pass --downgrade to install it anyway)", req.Name, cur.Version, want.Version, distrib.ErrDowngrade)
 	}
 
-	var path, origin, from string
+	var path, origin, from, verified string
 	if holders[0].local {
 		path = filepath.Join(n.cfg.DistDir, holders[0].entry.File)
 		origin, from = "local", n.cfg.Name
@@ -136,6 +136,7 @@ func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, pr
 			return nil, fmt.Errorf("fetch %s %s: %w", want.Name, want.Version, err)
 		}
 		defer removeFetched(path)
+		verified = want.SHA256 // Fetch checked it; Install re-checks what it extracts
 		origin, from = string(holders[0].node), holders[0].nodeName
 		for _, h := range holders {
 			if h.nodeName == sending { // the one that finished it, when the first failed
@@ -148,6 +149,7 @@ func (n *Node) ensureInstalled(ctx context.Context, req control.FetchRequest, pr
 		AllowDowngrade: req.Downgrade,
 		Trust:          n.trust,
 		Origin:         origin,
+		SHA256:         verified,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("install %s %s: %w", want.Name, want.Version, err)
