@@ -52,7 +52,8 @@ type Store struct {
 	mu      sync.RWMutex
 	plugins map[string]*plugin
 
-	memMax int64 // memInstallMax; tests lower it to cover the streaming path
+	memMax    int64 // memInstallMax; tests lower it to cover the streaming path
+	readAhead bool
 }
 
 type plugin struct {
@@ -300,17 +301,18 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	if fi.Size() > lim.MaxArchiveBytes {
 		return nil, fmt.Errorf("%w: archive is %d bytes, more than %d", ErrTooLarge, fi.Size(), lim.MaxArchiveBytes)
 	}
-	// Archives up to memInstallMax are read into memory once: hashed,
-	// verified and extracted from the same bytes. Larger ones are streamed
-	// twice and hashed both times. With a claimed hash (opt.SHA256), the
-	// first hashing is skipped: the signature is checked against the claim
-	// and the bytes extracted are hashed as they are (checkClaim).
+	// With a claimed hash (opt.SHA256, verified by Fetch), the file is not
+	// hashed before extraction: the signature is checked against the claim
+	// and the bytes extracted are hashed as they are read (see
+	// extractRehash). Otherwise archives up to memInstallMax are read into
+	// memory once: hashed, verified and extracted from the same bytes;
+	// larger ones are read twice and hashed both times.
 	claimed, err := parseClaim(opt.SHA256)
 	if err != nil {
 		return nil, err
 	}
 	var data []byte
-	if fi.Size() <= s.memMax {
+	if fi.Size() <= s.memMax && claimed == nil {
 		data = make([]byte, fi.Size())
 		if _, err := io.ReadFull(f, data); err != nil {
 			return nil, fmt.Errorf("%w: reading the archive: %v; try again", ErrChanged, err)
@@ -373,7 +375,7 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 		if same.SHA256 == sumHex && claimed != nil {
 			// Nothing is extracted on this path to check the claim
 			// against: hash the file after all.
-			got, err := hashFile(f, data)
+			got, err := hashFile(f)
 			if err != nil {
 				return nil, err
 			}
@@ -411,32 +413,18 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	}
 	defer os.RemoveAll(staging)
 	tree := filepath.Join(staging, "tree")
-	switch {
-	case data != nil && claimed == nil:
+	if data != nil {
 		if err := Extract(bytes.NewReader(data), tree, lim); err != nil {
 			return nil, err
 		}
-	case data != nil:
-		// Hash on another goroutine while extracting the same bytes.
-		hashed := make(chan string, 1)
-		go func() {
-			h := sha256.Sum256(data)
-			hashed <- hex.EncodeToString(h[:])
-		}()
-		xerr := Extract(bytes.NewReader(data), tree, lim)
-		if err := checkClaim(<-hashed, sumHex); err != nil {
-			return nil, err // first: the other error may be due to other bytes
-		}
-		if xerr != nil {
-			return nil, xerr
-		}
-	default:
+	} else {
 		got, err := extractRehash(f, tree, lim)
-		if cerr := checkClaim(got, sumHex); got != "" && cerr != nil {
+		if got != "" && got != sumHex {
+			// Checked first: an extraction error may be due to other bytes.
 			if claimed == nil {
 				return nil, fmt.Errorf("%w: the archive changed while it was being installed; try again", ErrChanged)
 			}
-			return nil, cerr
+			return nil, checkClaim(got, sumHex)
 		}
 		if err != nil {
 			return nil, err
@@ -528,33 +516,31 @@ func (s *Store) install(archivePath, file string, opt InstallOptions) (*Installe
 	return out, nil
 }
 
-// extractRehash extracts f from its start, hashing what it reads (and the
-// rest of the file after an error), and returns the hex SHA-256 of the
-// whole file; it is "" only if the file could not be read.
+// extractRehash extracts f from its start, hashing what it reads (and
+// the rest of the file after an error, up to the archive size limit), and
+// returns the hex SHA-256 of that; it is "" only if the file could not be
+// read. Reading and hashing run on their own goroutine (readAhead).
 func extractRehash(f *os.File, tree string, lim Limits) (string, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
-	h := sha256.New()
-	xerr := Extract(io.TeeReader(f, h), tree, lim)
-	if _, err := io.Copy(h, f); err != nil {
+	ra := newReadAhead(io.LimitReader(f, lim.MaxArchiveBytes+1))
+	xerr := Extract(ra, tree, lim)
+	sum, err := ra.finish()
+	if err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil)), xerr
+	return sum, xerr
 }
 
-// hashFile returns the hex SHA-256 of data, or of f when data is nil.
-func hashFile(f *os.File, data []byte) (string, error) {
+// hashFile returns the hex SHA-256 of f from its start.
+func hashFile(f *os.File) (string, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
 	h := sha256.New()
-	if data != nil {
-		h.Write(data)
-	} else {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return "", err
-		}
-		if _, err := io.Copy(h, f); err != nil {
-			return "", err
-		}
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -766,4 +752,90 @@ func (s *Store) Remove(name, version string) error {
 		return wrap(err, "remove %s", name)
 	}
 	return nil
+}
+
+// readAhead reads r on its own goroutine in large chunks, hashing each
+// chunk there, so that reading and hashing overlap with what consumes the
+// bytes (decompression). Its user calls finish exactly once.
+type readAhead struct {
+	full chan chunk
+	free chan []byte
+	stop chan struct{}
+	done chan struct{}
+	cur  chunk
+	off  int
+	sum  string // hex SHA-256 of everything read, once done is closed
+}
+
+type chunk struct {
+	b   []byte
+	err error
+}
+
+func newReadAhead(r io.Reader) *readAhead {
+	const nbuf, size = 4, 256 << 10
+	ra := &readAhead{full: make(chan chunk, nbuf), free: make(chan []byte, nbuf),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	for range nbuf {
+		ra.free <- make([]byte, size)
+	}
+	go func() {
+		defer close(ra.done)
+		h := sha256.New()
+		defer func() { ra.sum = hex.EncodeToString(h.Sum(nil)) }()
+		for {
+			var b []byte
+			select {
+			case b = <-ra.free:
+			case <-ra.stop:
+				return
+			}
+			n, err := io.ReadFull(r, b)
+			h.Write(b[:n])
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			select {
+			case ra.full <- chunk{b[:n], err}:
+			case <-ra.stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ra
+}
+
+func (ra *readAhead) Read(p []byte) (int, error) {
+	for ra.off == len(ra.cur.b) {
+		if ra.cur.err != nil {
+			return 0, ra.cur.err
+		}
+		if ra.cur.b != nil {
+			ra.free <- ra.cur.b[:cap(ra.cur.b)]
+		}
+		ra.cur, ra.off = <-ra.full, 0
+	}
+	n := copy(p, ra.cur.b[ra.off:])
+	ra.off += n
+	return n, nil
+}
+
+// finish drains the rest of the file (hashing it) and returns the hex
+// SHA-256 of all of it, or the read error.
+func (ra *readAhead) finish() (string, error) {
+	var buf [32 << 10]byte
+	for {
+		if _, err := ra.Read(buf[:]); err == io.EOF {
+			break
+		} else if err != nil {
+			close(ra.stop)
+			<-ra.done
+			return "", err
+		}
+	}
+	<-ra.done
+	return ra.sum, nil
 }

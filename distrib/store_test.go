@@ -2,13 +2,16 @@ package distrib
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // storeFix is a store with chat 1.0.0 installed from a peer, signed by key
@@ -477,5 +480,63 @@ func TestInstallClaimedHash(t *testing.T) {
 			o.SHA256, o.AllowDowngrade = cur10.SHA256, true
 			fail(p10, o, ErrHashMismatch, "it was verified as")
 		})
+	}
+}
+
+// errAfter returns its data, then err.
+type errAfter struct {
+	data []byte
+	err  error
+}
+
+func (e *errAfter) Read(p []byte) (int, error) {
+	if len(e.data) == 0 {
+		return 0, e.err
+	}
+	n := copy(p, e.data)
+	e.data = e.data[n:]
+	return n, nil
+}
+
+func TestReadAhead(t *testing.T) {
+	for _, size := range []int{0, 1, 256 << 10, 256<<10 + 1, 5<<20 + 3} {
+		data := pseudoRandom(size)
+		for _, readFirst := range []int{-1, 0, 1000} { // -1: all
+			ra := newReadAhead(bytes.NewReader(data))
+			var got []byte
+			var err error
+			if readFirst < 0 {
+				got, err = io.ReadAll(iotest.OneByteReader(io.LimitReader(ra, 4096)))
+				if err == nil {
+					var rest []byte
+					rest, err = io.ReadAll(ra)
+					got = append(got, rest...)
+				}
+				if err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("size %d: read %d bytes, %v", size, len(got), err)
+				}
+			} else {
+				got = make([]byte, min(readFirst, size))
+				if _, err := io.ReadFull(ra, got); err != nil || !bytes.Equal(got, data[:len(got)]) {
+					t.Fatalf("size %d: first %d bytes: %v", size, readFirst, err)
+				}
+			}
+			// finish hashes the whole input, whatever was read.
+			if sum, err := ra.finish(); err != nil || sum != hexSHA(data) {
+				t.Fatalf("size %d, read %d first: finish = %s, %v", size, readFirst, sum, err)
+			}
+		}
+	}
+	boom := errors.New("disk on fire")
+	ra := newReadAhead(&errAfter{data: pseudoRandom(300 << 10), err: boom})
+	if _, err := io.ReadAll(ra); !errors.Is(err, boom) {
+		t.Fatalf("Read error = %v, want %v", err, boom)
+	}
+	if _, err := ra.finish(); !errors.Is(err, boom) {
+		t.Fatalf("finish error = %v", err)
+	}
+	ra = newReadAhead(&errAfter{data: pseudoRandom(300 << 10), err: boom})
+	if _, err := ra.finish(); !errors.Is(err, boom) { // nothing read first
+		t.Fatalf("finish error = %v", err)
 	}
 }
