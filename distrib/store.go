@@ -247,7 +247,8 @@ func (s *Store) Dir() string { return s.dir }
 // plugin, keeps the version that was current before, and removes older
 // ones. In order, it:
 //
-//   - parses the file name, hashes the archive, and verifies its signature;
+//   - parses the file name, hashes the archive (or, given opt.SHA256, takes
+//     that hash for now), and verifies its signature against the hash;
 //   - applies the trust policy: a signed archive must be by the signer
 //     pinned for its name (with no pin yet, the signer is pinned, and
 //     Installed.NewPin is set); an unsigned archive from a peer is refused
@@ -255,9 +256,11 @@ func (s *Store) Dir() string { return s.dir }
 //   - refuses a lower version than the current one unless
 //     opt.AllowDowngrade; installing the installed version with the same
 //     content just makes it current;
-//   - extracts into a staging directory (Extract's checks), hashing again to
-//     be sure the bytes did not change, and validates the manifest against
-//     the file name;
+//   - extracts into a private staging directory (Extract's checks), from
+//     the bytes hashed in memory or hashing what it reads, so that bytes
+//     other than the verified ones are refused (ErrChanged, or
+//     ErrHashMismatch against opt.SHA256) before anything is installed, and
+//     validates the manifest against the file name;
 //   - renames the tree into place, then switches "current" atomically.
 //
 // Any failure leaves what was installed untouched, and the error (wrapping
