@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -539,4 +540,29 @@ func TestReadAhead(t *testing.T) {
 	if _, err := ra.finish(); !errors.Is(err, boom) { // nothing read first
 		t.Fatalf("finish error = %v", err)
 	}
+}
+
+// FuzzParseClaim: InstallOptions.SHA256 is accepted exactly when it is the
+// lowercase hex of 32 bytes, and then decodes to them.
+func FuzzParseClaim(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := parseClaim(s)
+		if s == "" {
+			if b != nil || err != nil {
+				t.Fatalf("empty claim: %x %v", b, err)
+			}
+			return
+		}
+		raw, herr := hex.DecodeString(s)
+		valid := herr == nil && len(raw) == 32 && hex.EncodeToString(raw) == s
+		if valid != (err == nil) {
+			t.Fatalf("parseClaim(%q) = %v, valid %v", s, err, valid)
+		}
+		if err == nil && hex.EncodeToString(b) != s {
+			t.Fatalf("parseClaim(%q) = %x", s, b)
+		}
+		if err != nil && !errors.Is(err, ErrHashMismatch) {
+			t.Fatalf("error %v is not ErrHashMismatch", err)
+		}
+	})
 }
