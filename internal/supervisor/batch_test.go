@@ -156,16 +156,7 @@ func TestBatchMixedReceivers(t *testing.T) {
 	m := newMesh(t)
 	a := m.node("alpha", nil)
 	b := m.node("bravo", nil)
-	pl := newProbeListener(t)
-	var probes []*probe
-	for _, name := range []string{"chat-batch", "chat-plain"} {
-		spec := helperSpec(t, name, "proxy", pl.env())
-		spec.Subservice = "chat"
-		if err := a.sv.Start(spec); err != nil {
-			t.Fatal(err)
-		}
-		probes = append(probes, pl.accept(t))
-	}
+	pl, probes := startChatPair(t, a)
 	withBatch, plain := probes[0], probes[1]
 	withBatch.helloBatch(subservice.FeatureBatch)
 	plain.hello()
@@ -344,16 +335,7 @@ func TestBatchCaps(t *testing.T) {
 	if got := raw.next(t, "rude"); got.payload != batchMagic+"[1,2]" {
 		t.Errorf("raw node got %q", got.payload)
 	}
-	a.waitState(t, "polite", StateRunning)
-	if err := a.sv.Deliver(m.rec.peer, "polite", []byte(`{"ping":1}`), false); err != nil {
-		t.Fatal(err)
-	}
-	m.rec.expect(t, "reply from polite", func(r recMsg) bool { return r.Sub == "polite" && r.Data["reply"] != nil })
-	for _, st := range a.sv.List() {
-		if st.State != StateRunning || st.Restarts != 0 {
-			t.Errorf("after the abuse: %+v", st)
-		}
-	}
+	expectUndisturbed(t, m, a)
 }
 
 // TestDeliverBadBatch: a malformed batch payload from the mesh is
@@ -361,16 +343,7 @@ func TestBatchCaps(t *testing.T) {
 func TestDeliverBadBatch(t *testing.T) {
 	m := newMesh(t)
 	a := m.node("alpha", func(c *Config) { c.MaxBatch = 4 })
-	pl := newProbeListener(t)
-	var probes []*probe
-	for _, name := range []string{"chat-batch", "chat-plain"} {
-		spec := helperSpec(t, name, "proxy", pl.env())
-		spec.Subservice = "chat"
-		if err := a.sv.Start(spec); err != nil {
-			t.Fatal(err)
-		}
-		probes = append(probes, pl.accept(t))
-	}
+	_, probes := startChatPair(t, a)
 	probes[0].helloBatch(subservice.FeatureBatch)
 	probes[1].hello()
 	for _, bad := range []string{
@@ -432,4 +405,22 @@ func TestBatchQueueAllOrNothing(t *testing.T) {
 	if n, _ := q.len(); n != 6 {
 		t.Errorf("%d frames queued, want 6", n)
 	}
+}
+
+// startChatPair starts two proxy plugins on a, chat-batch and chat-plain,
+// both of subservice "chat", and returns the probe listener and their
+// probes (not yet welcomed).
+func startChatPair(t *testing.T, a *testNode) (*probeListener, []*probe) {
+	t.Helper()
+	pl := newProbeListener(t)
+	var probes []*probe
+	for _, name := range []string{"chat-batch", "chat-plain"} {
+		spec := helperSpec(t, name, "proxy", pl.env())
+		spec.Subservice = "chat"
+		if err := a.sv.Start(spec); err != nil {
+			t.Fatal(err)
+		}
+		probes = append(probes, pl.accept(t))
+	}
+	return pl, probes
 }

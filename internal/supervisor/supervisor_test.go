@@ -220,6 +220,13 @@ func TestMalformedFramesHarmNobody(t *testing.T) {
 	}
 
 	// The other plugin never noticed.
+	expectUndisturbed(t, m, a)
+}
+
+// expectUndisturbed checks that the plugin "polite" on a still answers and
+// that no plugin on a was restarted or left running.
+func expectUndisturbed(t *testing.T, m *testMesh, a *testNode) {
+	t.Helper()
 	a.waitState(t, "polite", StateRunning)
 	if err := a.sv.Deliver(m.rec.peer, "polite", []byte(`{"ping":1}`), false); err != nil {
 		t.Fatal(err)
