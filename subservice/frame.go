@@ -3,6 +3,7 @@ package subservice
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -219,7 +220,15 @@ type Frame struct {
 	Plugin  string `json:"plugin,omitempty"`
 	Reason  string `json:"reason,omitempty"`
 	Exit    string `json:"exit,omitempty"`
+	// open, session "opened": how the session's session-data carries its
+	// bytes: "" (text: a JSON string of UTF-8) or EncodingBase64.
+	Encoding string `json:"encoding,omitempty"`
 }
+
+// EncodingBase64 is the session encoding in which session-data carries
+// the program's bytes as standard base64 (RFC 4648, with padding), any
+// bytes at all; the default is UTF-8 text (docs/PROTOCOL.md §12).
+const EncodingBase64 = "base64"
 
 // frameUnion marshals a Frame of an unknown op: every non-zero field.
 type frameUnion Frame
@@ -238,6 +247,24 @@ func rawOrEmpty(d json.RawMessage) json.RawMessage {
 	}
 	return d
 }
+
+// SessionBytes returns the bytes of a session-data frame of a session in
+// encoding ("" or EncodingBase64): Data must be a JSON string, of base64
+// for EncodingBase64.
+func (f *Frame) SessionBytes(encoding string) ([]byte, error) {
+	text, err := f.SessionText()
+	if err != nil || encoding != EncodingBase64 {
+		return []byte(text), err
+	}
+	b, err := base64.StdEncoding.DecodeString(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s data of a base64 session: %v", ErrBadFrame, f.Op, err)
+	}
+	return b, nil
+}
+
+// ValidEncoding reports whether e names a session encoding.
+func ValidEncoding(e string) bool { return e == "" || e == EncodingBase64 }
 
 // SessionText returns the text of a session-data frame: Data must be a
 // JSON string.
@@ -354,25 +381,27 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 		}{f.Op, f.ID, f.Count, f.Code, f.Message, f.To, f.Session})
 	case OpOpen:
 		return marshal(struct {
-			Op      string `json:"op"`
-			ID      uint64 `json:"id,omitempty"`
-			To      string `json:"to"`
-			Plugin  string `json:"plugin"`
-			Version string `json:"version,omitempty"`
-		}{f.Op, f.ID, f.To, f.Plugin, f.Version})
+			Op       string `json:"op"`
+			ID       uint64 `json:"id,omitempty"`
+			To       string `json:"to"`
+			Plugin   string `json:"plugin"`
+			Version  string `json:"version,omitempty"`
+			Encoding string `json:"encoding,omitempty"`
+		}{f.Op, f.ID, f.To, f.Plugin, f.Version, f.Encoding})
 	case OpSession:
 		return marshal(struct {
-			Op      string `json:"op"`
-			ID      uint64 `json:"id,omitempty"`
-			Session string `json:"session"`
-			Event   string `json:"event"`
-			Plugin  string `json:"plugin,omitempty"`
-			Version string `json:"version,omitempty"`
-			Node    *Peer  `json:"node,omitempty"`
-			Code    string `json:"code,omitempty"`
-			Reason  string `json:"reason,omitempty"`
-			Exit    string `json:"exit,omitempty"`
-		}{f.Op, f.ID, f.Session, f.Event, f.Plugin, f.Version, f.Node, f.Code, f.Reason, f.Exit})
+			Op       string `json:"op"`
+			ID       uint64 `json:"id,omitempty"`
+			Session  string `json:"session"`
+			Event    string `json:"event"`
+			Plugin   string `json:"plugin,omitempty"`
+			Version  string `json:"version,omitempty"`
+			Node     *Peer  `json:"node,omitempty"`
+			Code     string `json:"code,omitempty"`
+			Reason   string `json:"reason,omitempty"`
+			Exit     string `json:"exit,omitempty"`
+			Encoding string `json:"encoding,omitempty"`
+		}{f.Op, f.ID, f.Session, f.Event, f.Plugin, f.Version, f.Node, f.Code, f.Reason, f.Exit, f.Encoding})
 	case OpSessionData:
 		return marshal(struct {
 			Op      string          `json:"op"`

@@ -143,8 +143,8 @@ type Plugin struct {
 	err   error
 
 	smu      sync.Mutex
-	opens    map[uint64]chan openResult // Open calls waiting for their answer
-	sessions map[string]*Session        // open sessions by id
+	opens    map[uint64]openReq  // Open calls waiting for their answer
+	sessions map[string]*Session // open sessions by id
 
 	msgs   chan Message
 	events chan PeerEvent
@@ -258,7 +258,7 @@ func handshake(ctx context.Context, c net.Conn, token string, o options) (*Plugi
 		events:   make(chan PeerEvent, eventBuffer),
 		errs:     make(chan *Error, errorBuffer),
 		clicks:   make(chan string, clickBuffer),
-		opens:    make(map[uint64]chan openResult),
+		opens:    make(map[uint64]openReq),
 		sessions: make(map[string]*Session),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),

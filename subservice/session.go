@@ -2,6 +2,7 @@ package subservice
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"sync"
@@ -39,6 +40,7 @@ type Session struct {
 	plugin  string
 	version string
 	host    Peer
+	binary  bool // EncodingBase64: Data and Write carry any bytes
 
 	data chan string
 	done chan struct{}
@@ -53,20 +55,43 @@ type openResult struct {
 	err error
 }
 
+// openReq is an Open waiting for its answer.
+type openReq struct {
+	ch       chan openResult
+	encoding string
+}
+
 // Open opens a session of the hosted plugin named plugin on node (a node id
 // or name) and returns once the host has started the session's program. A
 // refusal (not hosted there, a limit reached, ...) is an *Error with code
 // "session-refused"; an unknown node, "no-peer".
 func (p *Plugin) Open(ctx context.Context, node, plugin string) (*Session, error) {
+	return p.open(ctx, node, plugin, "")
+}
+
+// OpenBinary is Open for a program whose input or output is not text: the
+// session's bytes travel as base64 (EncodingBase64), so Data delivers the
+// program's output and Write sends its input byte for byte, in strings
+// that need not be UTF-8. A node that does not know binary sessions makes
+// it fail with ErrNoBinary.
+func (p *Plugin) OpenBinary(ctx context.Context, node, plugin string) (*Session, error) {
+	return p.open(ctx, node, plugin, EncodingBase64)
+}
+
+// ErrNoBinary reports a node that opened a session as text when asked for
+// a binary one (it predates binary sessions).
+var ErrNoBinary = errors.New("subservice: the node does not support binary sessions")
+
+func (p *Plugin) open(ctx context.Context, node, plugin, encoding string) (*Session, error) {
 	if node == "" || plugin == "" {
 		return nil, fmt.Errorf("subservice: open: want a node and a plugin name")
 	}
 	id := p.nextID.Add(1)
 	ch := make(chan openResult, 1)
 	p.smu.Lock()
-	p.opens[id] = ch
+	p.opens[id] = openReq{ch: ch, encoding: encoding}
 	p.smu.Unlock()
-	if err := p.write(&Frame{Op: OpOpen, ID: id, To: node, Plugin: plugin}); err != nil {
+	if err := p.write(&Frame{Op: OpOpen, ID: id, To: node, Plugin: plugin, Encoding: encoding}); err != nil {
 		p.forgetOpen(id, ch)
 		return nil, err
 	}
@@ -102,10 +127,10 @@ func (p *Plugin) openFailed(f *Frame) bool {
 	}
 	p.smu.Lock()
 	defer p.smu.Unlock()
-	ch, ok := p.opens[f.ID]
+	req, ok := p.opens[f.ID]
 	if ok {
 		delete(p.opens, f.ID)
-		ch <- openResult{err: frameError(f)}
+		req.ch <- openResult{err: frameError(f)}
 	}
 	return ok
 }
@@ -115,19 +140,25 @@ func (p *Plugin) sessionEvent(f *Frame) {
 	switch f.Event {
 	case SessionOpened:
 		s := &Session{p: p, id: f.Session, plugin: f.Plugin, version: f.Version,
-			data: make(chan string, sessionBuffer), done: make(chan struct{})}
+			binary: f.Encoding == EncodingBase64,
+			data:   make(chan string, sessionBuffer), done: make(chan struct{})}
 		if f.Node != nil {
 			s.host = *f.Node
 		}
 		p.smu.Lock()
-		ch, ok := p.opens[f.ID]
+		req, ok := p.opens[f.ID]
+		wrong := ok && req.encoding != f.Encoding
 		if ok {
 			delete(p.opens, f.ID)
-			p.sessions[s.id] = s
-			ch <- openResult{s: s}
+			if wrong {
+				req.ch <- openResult{err: fmt.Errorf("subservice: open %s: %w", f.Plugin, ErrNoBinary)}
+			} else {
+				p.sessions[s.id] = s
+				req.ch <- openResult{s: s}
+			}
 		}
 		p.smu.Unlock()
-		if !ok { // nobody waits for it any more
+		if !ok || wrong { // nobody waits for it any more, or it is not the session asked for
 			go p.write(&Frame{Op: OpSessionClose, Session: f.Session})
 		}
 	case SessionClosed:
@@ -147,12 +178,19 @@ func (p *Plugin) sessionData(f *Frame) {
 	p.smu.Lock()
 	s := p.sessions[f.Session]
 	p.smu.Unlock()
-	text, err := f.SessionText()
-	if s == nil || err != nil {
+	if s == nil {
+		return
+	}
+	enc := ""
+	if s.binary {
+		enc = EncodingBase64
+	}
+	b, err := f.SessionBytes(enc)
+	if err != nil {
 		return
 	}
 	select {
-	case s.data <- text:
+	case s.data <- string(b):
 	case <-p.closing:
 	}
 }
@@ -163,9 +201,9 @@ func (p *Plugin) endSessions() {
 	p.smu.Lock()
 	sessions := p.sessions
 	p.sessions = map[string]*Session{}
-	for id, ch := range p.opens {
+	for id, req := range p.opens {
 		delete(p.opens, id)
-		ch <- openResult{err: fmt.Errorf("subservice: open: %w", ErrClosed)}
+		req.ch <- openResult{err: fmt.Errorf("subservice: open: %w", ErrClosed)}
 	}
 	p.smu.Unlock()
 	for _, s := range sessions {
@@ -228,10 +266,16 @@ func (s *Session) Write(text string) error {
 			return ErrSessionEnded
 		}
 		n := min(len(text), sessionWriteChunk)
-		for n < len(text) && n > 0 && !utf8.RuneStart(text[n]) {
-			n--
+		var raw []byte
+		var err error
+		if s.binary {
+			raw, err = marshal(base64.StdEncoding.EncodeToString([]byte(text[:n])))
+		} else {
+			for n < len(text) && n > 0 && !utf8.RuneStart(text[n]) {
+				n--
+			}
+			raw, err = marshal(text[:n])
 		}
-		raw, err := marshal(text[:n])
 		if err != nil {
 			return err
 		}

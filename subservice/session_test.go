@@ -36,7 +36,8 @@ func (o pipeOpener) OpenSession(ctx context.Context, owner, to, plugin, version 
 }
 
 // startSessions runs a supervisor whose node can open sessions on a host
-// serving "echo" (cat), "utf" (writes "é" in two pieces) and "exit3", and
+// serving "echo" (cat), "utf" (writes "é" in two pieces), "exit3" and
+// "bin" (writes the bytes ff 00 fe, then cat), and
 // starts a helper plugin; it returns the env and the host.
 func startSessions(t *testing.T) (*env, *session.Host) {
 	t.Helper()
@@ -49,6 +50,7 @@ func startSessions(t *testing.T) (*env, *session.Host) {
 		"echo":  "#!/bin/sh\nexec cat\n",
 		"utf":   "#!/bin/sh\nprintf '\\303'\nsleep 0.2\nprintf '\\251\\n'\nexec cat\n",
 		"exit3": "#!/bin/sh\nread line\nexit 3\n",
+		"bin":   "#!/bin/sh\nprintf '\\377\\000\\376'\nexec cat\n",
 	}
 	h, err := session.NewHost(session.Config{Self: hostNode, Logger: slog.New(slog.DiscardHandler), StopGrace: time.Second})
 	if err != nil {
@@ -294,5 +296,124 @@ func TestSessionFramesRaw(t *testing.T) {
 	m = recv()
 	if m["op"] != "session" || m["event"] != "closed" || m["code"] != "exited" || m["session"] != sid {
 		t.Fatalf("end %v", m)
+	}
+}
+
+// TestBinarySession: a session opened with OpenBinary carries any bytes
+// both ways (base64 on the plugin socket); the same program opened as text
+// shows its non-UTF-8 bytes as U+FFFD, as documented.
+func TestBinarySession(t *testing.T) {
+	e, _ := startSessions(t)
+	p := e.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	s, err := p.OpenBinary(ctx, hostNode.Name, "bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readSession(t, s, "\xfe"); got != "\xff\x00\xfe" {
+		t.Fatalf("binary output %q, want ff 00 fe", got)
+	}
+	in := "\x80\x00\xc3" + strings.Repeat("\xff", 100<<10) + "end" // over one write chunk
+	if err := s.Write(in); err != nil {
+		t.Fatal(err)
+	}
+	if got := readSession(t, s, "end"); got != in {
+		t.Fatalf("echoed %d bytes, want the %d written byte for byte", len(got), len(in))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	text := openSession(t, p, "bin")
+	if got := readSession(t, text, "\ufffd\x00\ufffd"); got != "\ufffd\x00\ufffd" {
+		t.Fatalf("text output %q", got)
+	}
+}
+
+// TestBinarySessionFramesRaw: the wire form of a binary session, and its
+// bad input: an unknown encoding, data that is not base64.
+func TestBinarySessionFramesRaw(t *testing.T) {
+	e, _ := startSessions(t)
+	c, err := net.Dial("unix", e.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(wait))
+	br := bufio.NewReader(c)
+	send := func(line string) {
+		t.Helper()
+		if _, err := c.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func() map[string]any {
+		t.Helper()
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		return m
+	}
+	send(`{"op":"hello","token":"` + e.token + `","protocol":1}`)
+	if m := recv(); m["op"] != "welcome" {
+		t.Fatalf("got %v", m)
+	}
+	send(`{"op":"open","id":1,"to":"hostnode","plugin":"echo","encoding":"hex"}`)
+	if m := recv(); m["op"] != "error" || m["code"] != subservice.CodeBadFrame || m["id"] != 1.0 {
+		t.Fatalf("unknown encoding: %v", m)
+	}
+	send(`{"op":"open","id":2,"to":"hostnode","plugin":"echo","encoding":"base64"}`)
+	m := recv()
+	if m["op"] != "session" || m["event"] != "opened" || m["encoding"] != "base64" {
+		t.Fatalf("open answer %v", m)
+	}
+	sid := m["session"].(string)
+	send(`{"op":"session-data","session":"` + sid + `","data":"/wD+"}`) // ff 00 fe
+	if m := recv(); m["op"] != "session-data" || m["data"] != "/wD+" {
+		t.Fatalf("echo %v, want data /wD+", m)
+	}
+	send(`{"op":"session-data","session":"` + sid + `","data":"not base64!"}`)
+	if m := recv(); m["op"] != "error" || m["code"] != subservice.CodeBadFrame {
+		t.Fatalf("bad base64: %v", m)
+	}
+	send(`{"op":"session-eof","session":"` + sid + `"}`)
+	if m := recv(); m["op"] != "session" || m["event"] != "closed" || m["code"] != "exited" {
+		t.Fatalf("end %v", m)
+	}
+}
+
+// TestOpenBinaryOnOldNode: a node that answers an OpenBinary with a text
+// session (it predates binary sessions) makes it fail with ErrNoBinary,
+// and the SDK closes that session.
+func TestOpenBinaryOnOldNode(t *testing.T) {
+	fn, p := dialFake(t, welcomeBatch)
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_, err := p.OpenBinary(ctx, "gpu-box", "rev")
+		errc <- err
+	}()
+	open := fn.frame()
+	if open.Op != subservice.OpOpen || open.Encoding != subservice.EncodingBase64 {
+		t.Fatalf("open frame %+v, want encoding base64", open)
+	}
+	fn.write(fmt.Sprintf(`{"op":"session","id":%d,"session":"5e55aaaaaaaaaaaaaaaaaaaaaaaaaaaa","event":"opened","plugin":"rev","version":"1.0.0","node":{"id":"n2","name":"gpu-box"}}`, open.ID))
+	select {
+	case err := <-errc:
+		if !errors.Is(err, subservice.ErrNoBinary) {
+			t.Fatalf("OpenBinary on an old node: %v, want ErrNoBinary", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("OpenBinary did not return")
+	}
+	if f := fn.frame(); f.Op != subservice.OpSessionClose || f.Session != "5e55aaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+		t.Errorf("after the refusal: %+v, want session-close of that session", f)
 	}
 }

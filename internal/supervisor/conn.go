@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -378,6 +379,7 @@ type instSessions struct {
 // plugSession is one session a plugin opened.
 type plugSession struct {
 	conn     *session.Conn
+	encoding string     // subservice.EncodingBase64 or "" (text)
 	wmu      sync.Mutex // one session-data write at a time
 	overflow bool       // the plugin's queue was full: we closed it
 }
@@ -434,6 +436,9 @@ func (s *Supervisor) openSession(inst *instance, f *subservice.Frame) {
 	case f.To == "" || f.Plugin == "":
 		fail(subservice.CodeBadFrame, "open needs to (a node) and plugin")
 		return
+	case !subservice.ValidEncoding(f.Encoding):
+		fail(subservice.CodeBadFrame, fmt.Sprintf("unknown session encoding %q (omit it for text, or %q)", f.Encoding, subservice.EncodingBase64))
+		return
 	}
 	is := s.sessionsOf(inst)
 	if is == nil {
@@ -457,7 +462,7 @@ func (s *Supervisor) openSession(inst *instance, f *subservice.Frame) {
 			return
 		}
 		info := conn.Info()
-		ps := &plugSession{conn: conn}
+		ps := &plugSession{conn: conn, encoding: f.Encoding}
 		s.sessMu.Lock()
 		live := s.psess[inst] == is
 		if live {
@@ -470,7 +475,7 @@ func (s *Supervisor) openSession(inst *instance, f *subservice.Frame) {
 		}
 		host := info.Host
 		s.reply(nil, inst, &subservice.Frame{Op: subservice.OpSession, ID: f.ID, Session: info.Session, Event: subservice.SessionOpened,
-			Plugin: info.Plugin, Version: info.Version, Node: &host})
+			Plugin: info.Plugin, Version: info.Version, Node: &host, Encoding: ps.encoding})
 		s.log.Debug("plugin opened a session", "plugin", owner, "session", info.Session[:8], "host", host.Name, "hosted", info.Plugin)
 		s.pumpSession(inst, is, info.Session, ps)
 	})
@@ -483,6 +488,9 @@ func (s *Supervisor) pumpSession(inst *instance, is *instSessions, id string, ps
 	buf := make([]byte, sessionChunk)
 	var carry []byte
 	send := func(text string) bool {
+		if ps.encoding == subservice.EncodingBase64 {
+			text = base64.StdEncoding.EncodeToString([]byte(text))
+		}
 		data, _ := json.Marshal(text)
 		line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpSessionData, Session: id, Data: data})
 		if err != nil {
@@ -497,7 +505,10 @@ func (s *Supervisor) pumpSession(inst *instance, is *instSessions, id string, ps
 		n, err := ps.conn.Read(buf)
 		if n > 0 && !ps.overflow {
 			b := append(carry, buf[:n]...)
-			k := utf8Prefix(b)
+			k := len(b) // binary: as it comes
+			if ps.encoding == "" {
+				k = utf8Prefix(b)
+			}
 			carry = append([]byte(nil), b[k:]...)
 			if k > 0 && !send(string(b[:k])) {
 				// The plugin does not read: end the session rather than
@@ -555,7 +566,7 @@ func (s *Supervisor) sessionOp(inst *instance, f *subservice.Frame) {
 	}
 	switch f.Op {
 	case subservice.OpSessionData:
-		text, err := f.SessionText()
+		text, err := f.SessionBytes(ps.encoding)
 		if err != nil {
 			fail(subservice.CodeBadFrame, err.Error())
 			return
@@ -563,7 +574,7 @@ func (s *Supervisor) sessionOp(inst *instance, f *subservice.Frame) {
 		ps.wmu.Lock()
 		defer ps.wmu.Unlock()
 		ps.conn.SetWriteDeadline(time.Now().Add(sessionWriteTimeout))
-		n, err := ps.conn.Write([]byte(text))
+		n, err := ps.conn.Write(text)
 		switch {
 		case errors.Is(err, session.ErrEnded):
 			fail(subservice.CodeNoSession, err.Error())
