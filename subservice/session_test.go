@@ -242,35 +242,7 @@ func TestPluginGoneClosesSessions(t *testing.T) {
 // language would, including the errors.
 func TestSessionFramesRaw(t *testing.T) {
 	e, _ := startSessions(t)
-	c, err := net.Dial("unix", e.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(wait))
-	br := bufio.NewReader(c)
-	send := func(line string) {
-		t.Helper()
-		if _, err := c.Write([]byte(line + "\n")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	recv := func() map[string]any {
-		t.Helper()
-		line, err := br.ReadBytes('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("%q: %v", line, err)
-		}
-		return m
-	}
-	send(`{"op":"hello","token":"` + e.token + `","protocol":1}`)
-	if m := recv(); m["op"] != "welcome" {
-		t.Fatalf("got %v", m)
-	}
+	send, recv := rawPlugin(t, e)
 	send(`{"op":"open","id":1,"to":"hostnode","plugin":"echo"}`)
 	m := recv()
 	if m["op"] != "session" || m["event"] != "opened" || m["id"] != 1.0 || m["plugin"] != "echo" {
@@ -335,35 +307,7 @@ func TestBinarySession(t *testing.T) {
 // bad input: an unknown encoding, data that is not base64.
 func TestBinarySessionFramesRaw(t *testing.T) {
 	e, _ := startSessions(t)
-	c, err := net.Dial("unix", e.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(wait))
-	br := bufio.NewReader(c)
-	send := func(line string) {
-		t.Helper()
-		if _, err := c.Write([]byte(line + "\n")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	recv := func() map[string]any {
-		t.Helper()
-		line, err := br.ReadBytes('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("%q: %v", line, err)
-		}
-		return m
-	}
-	send(`{"op":"hello","token":"` + e.token + `","protocol":1}`)
-	if m := recv(); m["op"] != "welcome" {
-		t.Fatalf("got %v", m)
-	}
+	send, recv := rawPlugin(t, e)
 	send(`{"op":"open","id":1,"to":"hostnode","plugin":"echo","encoding":"hex"}`)
 	if m := recv(); m["op"] != "error" || m["code"] != subservice.CodeBadFrame || m["id"] != 1.0 {
 		t.Fatalf("unknown encoding: %v", m)
@@ -416,4 +360,41 @@ func TestOpenBinaryOnOldNode(t *testing.T) {
 	if f := fn.frame(); f.Op != subservice.OpSessionClose || f.Session != "5e55aaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
 		t.Errorf("after the refusal: %+v, want session-close of that session", f)
 	}
+}
+
+// rawPlugin connects to the node as the helper plugin, speaking raw
+// frames: it says hello and returns a function that writes a line and one
+// that reads a frame as a map.
+func rawPlugin(t *testing.T, e *env) (send func(string), recv func() map[string]any) {
+	t.Helper()
+	c, err := net.Dial("unix", e.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(wait))
+	br := bufio.NewReader(c)
+	send = func(line string) {
+		t.Helper()
+		if _, err := c.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv = func() map[string]any {
+		t.Helper()
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		return m
+	}
+	send(`{"op":"hello","token":"` + e.token + `","protocol":1}`)
+	if m := recv(); m["op"] != "welcome" {
+		t.Fatalf("got %v", m)
+	}
+	return send, recv
 }
