@@ -52,8 +52,7 @@ type Store struct {
 	mu      sync.RWMutex
 	plugins map[string]*plugin
 
-	memMax    int64 // memInstallMax; tests lower it to cover the streaming path
-	readAhead bool
+	memMax int64 // memInstallMax; tests lower it to cover the streaming path
 }
 
 type plugin struct {

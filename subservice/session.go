@@ -40,7 +40,9 @@ type Session struct {
 	plugin  string
 	version string
 	host    Peer
-	binary  bool // EncodingBase64: Data and Write carry any bytes
+	// encoding is the session's: "" (text) or EncodingBase64, in which
+	// Data and Write carry any bytes.
+	encoding string
 
 	data chan string
 	done chan struct{}
@@ -140,8 +142,8 @@ func (p *Plugin) sessionEvent(f *Frame) {
 	switch f.Event {
 	case SessionOpened:
 		s := &Session{p: p, id: f.Session, plugin: f.Plugin, version: f.Version,
-			binary: f.Encoding == EncodingBase64,
-			data:   make(chan string, sessionBuffer), done: make(chan struct{})}
+			encoding: f.Encoding,
+			data:     make(chan string, sessionBuffer), done: make(chan struct{})}
 		if f.Node != nil {
 			s.host = *f.Node
 		}
@@ -181,11 +183,7 @@ func (p *Plugin) sessionData(f *Frame) {
 	if s == nil {
 		return
 	}
-	enc := ""
-	if s.binary {
-		enc = EncodingBase64
-	}
-	b, err := f.SessionBytes(enc)
+	b, err := f.SessionBytes(s.encoding)
 	if err != nil {
 		return
 	}
@@ -268,7 +266,7 @@ func (s *Session) Write(text string) error {
 		n := min(len(text), sessionWriteChunk)
 		var raw []byte
 		var err error
-		if s.binary {
+		if s.encoding == EncodingBase64 {
 			raw, err = marshal(base64.StdEncoding.EncodeToString([]byte(text[:n])))
 		} else {
 			for n < len(text) && n > 0 && !utf8.RuneStart(text[n]) {

@@ -34,6 +34,9 @@ type node struct {
 	proc  *netlab.Proc
 	args  []string
 	key   string
+
+	clMu sync.Mutex
+	cl   *control.Client // the node's control client, reused (client)
 }
 
 // newCluster makes a LAN of n hosts (nodes are not started).
@@ -93,6 +96,7 @@ func (nd *node) start(args ...string) {
 		t.Fatal(err)
 	}
 	nd.proc = p
+	nd.dropClient() // its idle connections went to the previous process
 	waitFor(t, 10*time.Second, nd.host.Name+" control socket", func() error {
 		select {
 		case <-p.Exited():
@@ -111,9 +115,29 @@ func (nd *node) stop() {
 	}
 }
 
-// client returns a control API client for the node (the socket is a file:
-// it does not need the host's network namespace).
-func (nd *node) client() *control.Client { return control.NewClient(nd.state) }
+// client returns the node's control API client (the socket is a file: it
+// does not need the host's network namespace). It is one client per node,
+// reused: a fresh client per request would leave its keep-alive connection
+// idle on the node, a goroutine and a file descriptor there, which the
+// scale and soak tests measure.
+func (nd *node) client() *control.Client {
+	nd.clMu.Lock()
+	defer nd.clMu.Unlock()
+	if nd.cl == nil {
+		nd.cl = control.NewClient(nd.state)
+	}
+	return nd.cl
+}
+
+// dropClient closes the node's client's idle connections and forgets it.
+func (nd *node) dropClient() {
+	nd.clMu.Lock()
+	defer nd.clMu.Unlock()
+	if nd.cl != nil {
+		nd.cl.Close()
+		nd.cl = nil
+	}
+}
 
 func (nd *node) get(path string, v any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

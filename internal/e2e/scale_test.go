@@ -72,7 +72,6 @@ func TestScale(t *testing.T) {
 	}
 	c := newCluster(t, n, e2eOptions()...)
 	c.dumpOnFailure()
-	t.Cleanup(func() { forgetClients(c.nodes) })
 	if os.Getenv("NEARBY_SCALE_NEIGH") != "dynamic" {
 		pinNeighbours(t, c.lan.Hosts())
 	}
@@ -97,7 +96,7 @@ func TestScale(t *testing.T) {
 	for _, nd := range first {
 		nd.start(args(nd)...)
 	}
-	waitFor(t, 15*time.Second, "h1 and h2 connected", func() error { return fullMeshOf(first) })
+	waitFor(t, 15*time.Second, "h1 and h2 connected", func() error { return c.fullMesh(first) })
 	var watchers []*watcher // peer-down events, from each node's start on
 	for _, nd := range first {
 		watchers = append(watchers, watch(t, nd))
@@ -116,9 +115,9 @@ func TestScale(t *testing.T) {
 		watchers = append(watchers, watch(t, nd))
 	}
 	if !static {
-		waitFor(t, 3*time.Minute, "every node knows every other", func() error { return knowAll(c.nodes) })
+		waitFor(t, 3*time.Minute, "every node knows every other", func() error { return c.allDiscovered() })
 	}
-	waitFor(t, 3*time.Minute, "full mesh", func() error { return fullMeshOf(c.nodes) })
+	waitFor(t, 3*time.Minute, "full mesh", func() error { return c.fullMesh(c.nodes) })
 	known, mdns, meshed := scaleTimes(t, c.nodes, t0)
 	if static {
 		t.Logf("N=%d, static peers, no mDNS: full mesh after %v", n, meshed.Round(time.Millisecond))
@@ -144,7 +143,7 @@ func TestScale(t *testing.T) {
 	drop(t, packChat(t, "chat-go", "1.0.0", publisherKey(t), t.TempDir()), c.nodes[0].dist)
 	waitFor(t, 30*time.Second, "every node lists chat-go", func() error {
 		for _, nd := range c.nodes {
-			if err := lists(nd, "chat-go"); err != nil {
+			if _, err := lsEntry(nd, "chat-go"); err != nil {
 				return err
 			}
 		}
@@ -163,7 +162,7 @@ func TestScale(t *testing.T) {
 		}
 	}
 	for _, nd := range c.nodes {
-		waitPlugin(t, nd, "chat-go")
+		waitRunning(t, nd, "chat-go")
 	}
 	t.Logf("N=%d: %d nodes fetched chat-go from h1 and started it in %v", n, n-1, time.Since(t1).Round(time.Millisecond))
 
@@ -173,7 +172,7 @@ func TestScale(t *testing.T) {
 	for i := range k {
 		var r control.Result
 		req := control.SendRequest{Subservice: "chat", Data: []byte(fmt.Sprintf(`{"text":"scale-%d"}`, i))}
-		if err := ctl(c.nodes[0]).Post(t.Context(), "/v1/broadcast", req, &r); err != nil {
+		if err := c.nodes[0].client().Post(t.Context(), "/v1/broadcast", req, &r); err != nil {
 			t.Fatal(err)
 		}
 		if r.Count != n-1 {
@@ -182,7 +181,7 @@ func TestScale(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "every broadcast on every node", func() error {
 		for _, nd := range c.nodes[1:] {
-			log, err := ctl(nd).GetText(t.Context(), "/v1/logs/chat-go")
+			log, err := nd.client().GetText(t.Context(), "/v1/logs/chat-go")
 			if err != nil {
 				return err
 			}
@@ -195,7 +194,7 @@ func TestScale(t *testing.T) {
 		return nil
 	})
 	t.Logf("N=%d: %d broadcasts from h1 in every plugin's log (polled) after %v", n, k, time.Since(t2).Round(time.Millisecond))
-	waitFor(t, time.Minute, "full mesh at the end", func() error { return fullMeshOf(c.nodes) })
+	waitFor(t, time.Minute, "full mesh at the end", func() error { return c.fullMesh(c.nodes) })
 	downs := map[string]int{}
 	for _, w := range watchers {
 		w.mu.Lock()
@@ -210,7 +209,7 @@ func TestScale(t *testing.T) {
 	t.Logf("N=%d: sessions lost (other than bye) from the start-up burst to the end, by reason: %v", n, downs)
 	for _, nd := range c.nodes {
 		var ps []control.Peer
-		if err := cget(nd, "/v1/peers", &ps); err != nil {
+		if err := nd.get("/v1/peers", &ps); err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range ps {
@@ -230,7 +229,7 @@ func runQuiet(nd *node, name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var last control.Event
-	err := ctl(nd).Stream(ctx, "/v1/run", control.FetchRequest{Name: name}, func(e control.Event) error {
+	err := nd.client().Stream(ctx, "/v1/run", control.FetchRequest{Name: name}, func(e control.Event) error {
 		last = e
 		return nil
 	})
@@ -280,7 +279,7 @@ func sampleOf(nd *node) (sample, error) {
 		return s, err
 	}
 	s.fds = len(fds)
-	err = cget(nd, "/v1/debug/runtime?gc=1", &s.rt)
+	err = nd.get("/v1/debug/runtime?gc=1", &s.rt)
 	return s, err
 }
 
@@ -357,7 +356,7 @@ func scaleTimes(t testing.TB, nodes []*node, t0 time.Time) (known, viaMDNS, mesh
 	allMDNS := true
 	for _, nd := range nodes {
 		var ds []control.Discovered
-		if err := cget(nd, "/v1/discovered", &ds); err != nil {
+		if err := nd.get("/v1/discovered", &ds); err != nil {
 			t.Fatal(err)
 		}
 		for _, d := range ds {
@@ -368,7 +367,7 @@ func scaleTimes(t testing.TB, nodes []*node, t0 time.Time) (known, viaMDNS, mesh
 			lastMDNS = latest(lastMDNS, d.FirstMDNS)
 		}
 		var ps []control.Peer
-		err := cget(nd, "/v1/peers", &ps)
+		err := nd.get("/v1/peers", &ps)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -431,117 +430,6 @@ func pinNeighbours(t testing.TB, hosts []*netlab.Host) {
 			t.Fatalf("%s: ip neigh: %v %s", h.Name, err, out)
 		}
 	}
-}
-
-// ctlClients caches one control client per node. A fresh control.Client
-// per request, as node.client() and the shared helpers make, leaves its
-// keep-alive connection idle on the node, holding a goroutine and a file
-// descriptor there until the test process exits (the control server has no
-// idle timeout). The scale and soak tests measure exactly those, so they
-// reuse one client per node.
-var ctlClients sync.Map // state dir -> *control.Client
-
-func ctl(nd *node) *control.Client {
-	if c, ok := ctlClients.Load(nd.state); ok {
-		return c.(*control.Client)
-	}
-	c, _ := ctlClients.LoadOrStore(nd.state, control.NewClient(nd.state))
-	return c.(*control.Client)
-}
-
-func forgetClients(nodes []*node) {
-	for _, nd := range nodes {
-		if c, ok := ctlClients.LoadAndDelete(nd.state); ok {
-			c.(*control.Client).Close()
-		}
-	}
-}
-
-// cget is node.get with the node's cached client.
-func cget(nd *node, path string, v any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return ctl(nd).Get(ctx, path, v)
-}
-
-// fullMeshOf is cluster.fullMesh with cached clients.
-func fullMeshOf(nodes []*node) error {
-	for _, nd := range nodes {
-		var ps []control.Peer
-		if err := cget(nd, "/v1/peers", &ps); err != nil {
-			return err
-		}
-		names := peerNames(ps)
-		for _, other := range nodes {
-			if other != nd && !names[other.host.Name] {
-				return fmt.Errorf("%s does not list %s (has %d peers)", nd.host.Name, other.host.Name, len(ps))
-			}
-		}
-	}
-	return nil
-}
-
-// knowAll is cluster.allDiscovered with cached clients.
-func knowAll(nodes []*node) error {
-	for _, nd := range nodes {
-		var ds []control.Discovered
-		if err := cget(nd, "/v1/discovered", &ds); err != nil {
-			return err
-		}
-		seen := map[string]bool{}
-		for _, d := range ds {
-			seen[d.Name] = true
-		}
-		for _, other := range nodes {
-			if other != nd && !seen[other.host.Name] {
-				return fmt.Errorf("%s has not seen %s (%d seen)", nd.host.Name, other.host.Name, len(ds))
-			}
-		}
-	}
-	return nil
-}
-
-// lists reports whether a node's ls lists a subservice.
-func lists(nd *node, name string) error {
-	var l control.Listing
-	if err := cget(nd, "/v1/ls", &l); err != nil {
-		return err
-	}
-	for _, s := range l.Subservices {
-		if s.Name == name {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s does not list %s", nd.host.Name, name)
-}
-
-// pluginOn is pluginStatus with cached clients.
-func pluginOn(nd *node, name string) (control.Plugin, error) {
-	var ps []control.Plugin
-	if err := cget(nd, "/v1/ps", &ps); err != nil {
-		return control.Plugin{}, err
-	}
-	for _, p := range ps {
-		if p.Name == name {
-			return p, nil
-		}
-	}
-	return control.Plugin{}, fmt.Errorf("%s does not supervise %s", nd.host.Name, name)
-}
-
-// waitPlugin is waitRunning with cached clients.
-func waitPlugin(t testing.TB, nd *node, name string) control.Plugin {
-	t.Helper()
-	var p control.Plugin
-	waitFor(t, 15*time.Second, name+" running on "+nd.host.Name, func() error {
-		var err error
-		p, err = pluginOn(nd, name)
-		if err == nil && p.State != "running" {
-			err = fmt.Errorf("state %s (%s)", p.State, p.LastExit)
-		}
-		return err
-	})
-	return p
 }
 
 // netCounters is what a node process's network namespace and the process

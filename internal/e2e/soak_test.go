@@ -53,14 +53,13 @@ func TestSoak(t *testing.T) {
 	dur := soakDuration(t)
 	c := newCluster(t, 5, e2eOptions()...)
 	c.dumpOnFailure()
-	t.Cleanup(func() { forgetClients(c.nodes) })
 	stable, churn := c.nodes[:3], c.nodes[3:]
 	c.startAll(scaleArgs()...)
-	waitFor(t, 30*time.Second, "full mesh", func() error { return fullMeshOf(c.nodes) })
+	waitFor(t, 30*time.Second, "full mesh", func() error { return c.fullMesh(c.nodes) })
 	drop(t, packChat(t, "chat-go", "1.0.0", publisherKey(t), t.TempDir()), c.nodes[0].dist)
 	waitFor(t, 15*time.Second, "every node lists chat-go", func() error {
 		for _, nd := range c.nodes {
-			if err := lists(nd, "chat-go"); err != nil {
+			if _, err := lsEntry(nd, "chat-go"); err != nil {
 				return err
 			}
 		}
@@ -70,7 +69,7 @@ func TestSoak(t *testing.T) {
 		if err := runQuiet(nd, "chat-go"); err != nil {
 			t.Fatal(err)
 		}
-		waitPlugin(t, nd, "chat-go")
+		waitRunning(t, nd, "chat-go")
 	}
 
 	s := &soak{t: t, c: c}
@@ -97,7 +96,7 @@ func TestSoak(t *testing.T) {
 			if to == from {
 				continue
 			}
-			log, err := ctl(to).GetText(t.Context(), "/v1/logs/chat-go")
+			log, err := to.client().GetText(t.Context(), "/v1/logs/chat-go")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,7 +184,7 @@ func (s *soak) traffic(senders []*node, limit time.Duration, f func()) {
 				s.mu.Unlock()
 				req := control.SendRequest{Subservice: "chat", Data: []byte(fmt.Sprintf(`{"text":"soak %s %d"}`, nd.host.Name, i))}
 				rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-				err := ctl(nd).Post(rctx, "/v1/broadcast", req, nil)
+				err := nd.client().Post(rctx, "/v1/broadcast", req, nil)
 				rcancel()
 				if err != nil {
 					errs <- fmt.Errorf("%s: broadcast %d: %w", nd.host.Name, i, err)
@@ -234,7 +233,7 @@ func (s *soak) churnRound(churn []*node, round int) {
 	waitFor(t, 20*time.Second, "churned nodes gone", func() error {
 		for _, nd := range others {
 			var ps []control.Peer
-			err := cget(nd, "/v1/peers", &ps)
+			err := nd.get("/v1/peers", &ps)
 			if err != nil {
 				return err
 			}
@@ -252,9 +251,9 @@ func (s *soak) churnRound(churn []*node, round int) {
 		soft.start(soft.args...)
 	}
 	hard.start(hard.args...)
-	waitFor(t, 30*time.Second, "full mesh after churn", func() error { return fullMeshOf(s.c.nodes) })
+	waitFor(t, 30*time.Second, "full mesh after churn", func() error { return s.c.fullMesh(s.c.nodes) })
 	for _, nd := range churn {
-		if p, err := pluginOn(nd, "chat-go"); err == nil && p.State == "running" {
+		if p, err := pluginStatus(nd, "chat-go"); err == nil && p.State == "running" {
 			continue
 		}
 		if err := runQuiet(nd, "chat-go"); err != nil {
@@ -266,9 +265,9 @@ func (s *soak) churnRound(churn []*node, round int) {
 // quietSample waits for the quiet state (full mesh, chat-go running
 // everywhere, traffic stopped and drained) and samples the nodes.
 func (s *soak) quietSample(nodes []*node) []sample {
-	waitFor(s.t, 30*time.Second, "full mesh", func() error { return fullMeshOf(s.c.nodes) })
+	waitFor(s.t, 30*time.Second, "full mesh", func() error { return s.c.fullMesh(s.c.nodes) })
 	for _, nd := range s.c.nodes {
-		waitPlugin(s.t, nd, "chat-go")
+		waitRunning(s.t, nd, "chat-go")
 	}
 	time.Sleep(3 * time.Second) // replies drained, idle HTTP connections settled
 	return sampleAll(s.t, nodes)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,7 +28,6 @@ import (
 	"github.com/nearbymesh/nearby/internal/session"
 	"github.com/nearbymesh/nearby/internal/supervisor"
 	"github.com/nearbymesh/nearby/mesh"
-	"github.com/nearbymesh/nearby/subservice"
 )
 
 // Config is everything `nearby up` decides. The zero value of each field
@@ -531,26 +531,20 @@ func (r *router) Peers() []supervisor.Peer {
 // it is sent as one mesh message per value instead.
 const featureBatch uint16 = 1 << 0
 
-// isBatch reports whether payload is a batch payload (supervisor.Router).
-func isBatch(payload []byte) bool { return len(payload) > 0 && payload[0] == 0 }
-
 // legacy reports whether peer to cannot take batch payloads.
 func (r *router) legacy(to mesh.NodeID) bool {
 	f, ok := r.m.PeerFeatures(to)
 	return ok && f&featureBatch == 0
 }
 
-// split sends the values of batch payload one by one to a peer that cannot
-// take batches, with broadcast's marking, all under the batch's mesh id
-// (so a nack of any of them reports the batch's range, once). It stops at
-// the first error.
-func (r *router) split(to mesh.NodeID, sub string, payload []byte, id uint64, broadcast bool) error {
-	if len(payload) < 2 || payload[1] != 'B' {
-		return fmt.Errorf("%w: unknown payload form", supervisor.ErrBadPayload)
-	}
+// split sends the values of a batch payload one by one to a peer that
+// cannot take batches, with broadcast's marking, all under the batch's
+// mesh id (so a nack of any of them reports the batch's range, once). It
+// stops at the first error.
+func (r *router) split(to mesh.NodeID, sub string, values iter.Seq[[]byte], id uint64, broadcast bool) error {
 	sent, total := 0, 0
 	var err error
-	for v := range subservice.BatchItems(payload[2:]) {
+	for v := range values {
 		total++
 		if err != nil {
 			continue
@@ -572,8 +566,8 @@ func (r *router) split(to mesh.NodeID, sub string, payload []byte, id uint64, br
 
 func (r *router) Send(to, sub string, payload []byte, id uint64) error {
 	var err error
-	if isBatch(payload) && r.legacy(mesh.NodeID(to)) {
-		err = r.split(mesh.NodeID(to), sub, payload, id, false)
+	if values, ok := supervisor.BatchValues(payload); ok && r.legacy(mesh.NodeID(to)) {
+		err = r.split(mesh.NodeID(to), sub, values, id, false)
 	} else {
 		err = r.m.Send(mesh.NodeID(to), sub, payload, id)
 	}
@@ -591,12 +585,13 @@ func (r *router) Send(to, sub string, payload []byte, id uint64) error {
 // Broadcast sends payload to every peer; a batch goes as one message to
 // peers that take batches and as one message per value to the others.
 func (r *router) Broadcast(sub string, payload []byte) int {
-	if !isBatch(payload) {
+	values, ok := supervisor.BatchValues(payload)
+	if !ok {
 		return r.m.Broadcast(sub, payload)
 	}
 	n, legacy := r.m.BroadcastFeature(sub, payload, featureBatch)
 	for _, id := range legacy {
-		if r.split(id, sub, payload, 0, true) == nil {
+		if r.split(id, sub, values, 0, true) == nil {
 			n++
 		}
 	}

@@ -63,17 +63,8 @@ func (n *Node) gossipHint(h discovery.Hint) {
 	for _, ap := range h.AddrPorts() {
 		e.Addrs = append(e.Addrs, ap.String())
 	}
-	n.broadcastPex([]pexEntry{e})
-}
-
-// broadcastPex sends entries to every peer.
-func (n *Node) broadcastPex(list []pexEntry) {
-	for len(list) > 0 {
-		k := min(len(list), maxPexEntries)
-		if b, err := json.Marshal(list[:k]); err == nil {
-			n.mesh.Broadcast(pexSubservice, b)
-		}
-		list = list[k:]
+	if b, err := json.Marshal([]pexEntry{e}); err == nil {
+		n.mesh.Broadcast(pexSubservice, b)
 	}
 }
 
@@ -187,7 +178,7 @@ func (n *Node) onPex(from mesh.NodeID, payload []byte) {
 		if len(h.Addrs) == 0 {
 			continue
 		}
-		if _, connected := n.mesh.Peer(id); !connected {
+		if _, connected := n.mesh.PeerName(id); !connected {
 			n.mesh.AddHint(h)
 		}
 		n.seenMu.Lock()

@@ -88,14 +88,11 @@ func (w *wanted) remove(name string) error {
 func (w *wanted) update(f func(*wantedSet)) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	before, _ := json.Marshal(w.set)
+	before, _ := json.MarshalIndent(w.set, "", "  ")
 	f(&w.set)
 	after, err := json.MarshalIndent(w.set, "", "  ")
-	if err != nil {
+	if err != nil || string(after) == string(before) {
 		return err
-	}
-	if compact, _ := json.Marshal(w.set); string(compact) == string(before) {
-		return nil
 	}
 	return fsutil.WriteFileAtomic(w.path, append(after, '\n'), 0o644)
 }

@@ -487,9 +487,10 @@ func (s *Supervisor) openSession(inst *instance, f *subservice.Frame) {
 func (s *Supervisor) pumpSession(inst *instance, is *instSessions, id string, ps *plugSession) {
 	buf := make([]byte, sessionChunk)
 	var carry []byte
-	send := func(text string) bool {
+	send := func(b []byte) bool {
+		text := string(b)
 		if ps.encoding == subservice.EncodingBase64 {
-			text = base64.StdEncoding.EncodeToString([]byte(text))
+			text = base64.StdEncoding.EncodeToString(b)
 		}
 		data, _ := json.Marshal(text)
 		line, err := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpSessionData, Session: id, Data: data})
@@ -510,7 +511,7 @@ func (s *Supervisor) pumpSession(inst *instance, is *instSessions, id string, ps
 				k = utf8Prefix(b)
 			}
 			carry = append([]byte(nil), b[k:]...)
-			if k > 0 && !send(string(b[:k])) {
+			if k > 0 && !send(b[:k]) {
 				// The plugin does not read: end the session rather than
 				// lose part of its output.
 				ps.overflow = true
@@ -522,7 +523,7 @@ func (s *Supervisor) pumpSession(inst *instance, is *instSessions, id string, ps
 		}
 	}
 	if len(carry) > 0 && !ps.overflow {
-		send(string(carry)) // an incomplete character at the very end
+		send(carry) // an incomplete character at the very end
 	}
 	s.sessMu.Lock()
 	delete(is.live, id)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net"
 	"os"
@@ -689,9 +690,23 @@ func (s *Supervisor) fanOut(name string, push func(*instance) error) error {
 // value) and 'B', then the batch, a JSON array (docs/WIRE.md §9).
 const batchMagic = "\x00B"
 
-// deliverBatch is Deliver for a batch payload.
+// BatchValues returns the values of payload when it is a batch payload
+// (docs/WIRE.md §9), for a Router that must send them one by one, and
+// false for any other payload.
+func BatchValues(payload []byte) (iter.Seq[[]byte], bool) {
+	if !isBatchPayload(payload) {
+		return nil, false
+	}
+	return subservice.BatchItems(payload[len(batchMagic):]), true
+}
+
+func isBatchPayload(payload []byte) bool {
+	return len(payload) >= len(batchMagic) && string(payload[:len(batchMagic)]) == batchMagic
+}
+
+// deliverBatch is Deliver for a payload that starts with 0x00.
 func (s *Supervisor) deliverBatch(from Peer, name string, payload []byte, broadcast bool) error {
-	if len(payload) < len(batchMagic) || string(payload[:len(batchMagic)]) != batchMagic {
+	if !isBatchPayload(payload) {
 		return fmt.Errorf("%w: unknown payload form 0x%x (not JSON, not a batch)", ErrBadPayload, payload[:min(len(payload), 2)])
 	}
 	batch := payload[len(batchMagic):]
