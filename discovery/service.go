@@ -402,10 +402,20 @@ func (s *Service) register(old *advert, ns netState, rec Record) (*advert, error
 	return adv, nil
 }
 
+// minAdvertLife is how long a registration lives at least before
+// withdraw shuts it down. grandcat v1.0.0's Server.Shutdown waits on a
+// WaitGroup that its receive goroutines Add to only once they run, so a
+// Shutdown right after RegisterProxy races with them (-race reports it,
+// and the goroutines may outlive the server); by then they have started.
+const minAdvertLife = 100 * time.Millisecond
+
 // withdraw shuts adv's server down, which sends the goodbye.
 func (s *Service) withdraw(adv *advert) {
 	if adv == nil || adv.server == nil {
 		return
+	}
+	if young := minAdvertLife - time.Since(adv.at); young > 0 {
+		time.Sleep(young)
 	}
 	adv.server.Shutdown()
 	adv.server = nil
