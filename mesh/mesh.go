@@ -72,8 +72,10 @@ type PeerInfo struct {
 	// first pong.
 	RTT     time.Duration
 	Catalog Catalog
-	// Sent counts messages written to the connection, Received messages
-	// read from it, Dropped messages refused because the queue was full.
+	// Sent counts messages handed to the connection (counted as their
+	// write starts, so never behind what the peer has received), Received
+	// messages read from it, Dropped messages refused because the queue
+	// was full.
 	Sent, Received, Dropped uint64
 	// Queued is the number of bytes waiting in the outbound queue.
 	Queued int

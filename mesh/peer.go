@@ -194,6 +194,9 @@ func (p *peer) writeLoop() {
 			p.fullSince = time.Time{}
 			p.qmu.Unlock()
 
+			// Counted before the write: the peer may read them before
+			// Write returns, and Sent must never lag what it received.
+			p.sent.Add(uint64(n))
 			if err := p.writeOut(out); err != nil {
 				reason := "write: " + reasonFor(err)
 				if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, yamux.ErrConnectionWriteTimeout) {
@@ -202,7 +205,6 @@ func (p *peer) writeLoop() {
 				p.close(reason)
 				return
 			}
-			p.sent.Add(uint64(n))
 
 			p.qmu.Lock()
 			if p.spare == nil {
