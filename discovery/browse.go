@@ -147,9 +147,10 @@ type browser struct {
 	entries chan *zeroconf.ServiceEntry
 }
 
-// startBrowse checks netsafe, opens a resolver on ifaces (IPv4 and IPv6,
-// falling back to either alone) and starts browsing ServiceType.
-func startBrowse(ctx context.Context, ifaces []net.Interface) (*browser, error) {
+// startBrowse checks netsafe, opens a resolver on ifaces and starts
+// browsing ServiceType. It tries the IP families in order (all of them
+// when order is empty: both, then either alone).
+func startBrowse(ctx context.Context, ifaces []net.Interface, order ...zeroconf.IPType) (*browser, error) {
 	if err := netsafe.CheckIfRequired(); err != nil {
 		return nil, err
 	}
@@ -160,7 +161,10 @@ func startBrowse(ctx context.Context, ifaces []net.Interface) (*browser, error) 
 		r   *zeroconf.Resolver
 		err error
 	)
-	for _, ipt := range []zeroconf.IPType{zeroconf.IPv4AndIPv6, zeroconf.IPv4, zeroconf.IPv6} {
+	if len(order) == 0 {
+		order = []zeroconf.IPType{zeroconf.IPv4AndIPv6, zeroconf.IPv4, zeroconf.IPv6}
+	}
+	for _, ipt := range order {
 		if r, err = zeroconf.NewResolver(zeroconf.SelectIfaces(ifaces), zeroconf.SelectIPTraffic(ipt)); err == nil {
 			break
 		}

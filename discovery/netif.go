@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/grandcat/zeroconf"
 )
 
 // MaxAdvertisedAddrs bounds the addresses a Service puts in its responses
@@ -169,4 +171,20 @@ func txtBudget(instance, host string, addrs []netip.Addr) int {
 		n += hostName + rrFixed + len(a.AsSlice())
 	}
 	return min(MaxTXTBytes, FrameBytes-n)
+}
+
+// browseFamilies is the order of IP families the continuous browse tries:
+// one family, not both. A grandcat responder answers a query on both
+// families, and its answers carry A and AAAA records alike, so a query on
+// one family learns as much as on both; a query on both makes every
+// responder answer twice and every node hear twice as many packets (a
+// browse costs each of n nodes about 2n² packets to parse). IPv4 when we
+// have an IPv4 address, IPv6 otherwise; the other one if that fails.
+func (n netState) browseFamilies() []zeroconf.IPType {
+	for _, a := range n.addrs {
+		if a.Is4() {
+			return []zeroconf.IPType{zeroconf.IPv4, zeroconf.IPv6}
+		}
+	}
+	return []zeroconf.IPType{zeroconf.IPv6, zeroconf.IPv4}
 }

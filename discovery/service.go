@@ -279,7 +279,7 @@ func (s *Service) Run(ctx context.Context) error {
 			regErr  error // a re-registration's netsafe failure
 		)
 		f.zone = zoneOf(adv.net.ifaces)
-		nb, err := startBrowse(ctx, adv.net.ifaces)
+		nb, err := startBrowse(ctx, adv.net.ifaces, adv.net.browseFamilies()...)
 		if b != nil {
 			b.stop(s.log, take)
 			b = nil
