@@ -21,6 +21,8 @@ const (
 	DefaultReconnectMin      = 500 * time.Millisecond
 	DefaultReconnectMax      = 3 * time.Second
 	DefaultHintTTL           = 10 * time.Minute
+	DefaultDialQuiet         = 300 * time.Millisecond
+	DefaultDialQuietMax      = 3 * time.Second
 )
 
 // deadAfterTicks is how many keepalive intervals may pass without a single
@@ -85,6 +87,15 @@ type Config struct {
 	// was last hinted or last connected. A peer that says bye is forgotten at
 	// once (static peers are never forgotten).
 	HintTTL time.Duration
+	// DialQuiet and DialQuietMax hold back the first dial to a node learned
+	// from AddHint until no new node has been hinted for DialQuiet, or for
+	// at most DialQuietMax (defaults 300 ms and 3 s). While nodes are still
+	// appearing (a LAN coming up, the answers to a browse arriving), TLS
+	// handshakes would compete with discovery for the CPU; done after it,
+	// they delay nothing that matters: the mesh is not complete before the
+	// last node is known anyway. Static peers and redials never wait. A
+	// tiny DialQuiet (1 ns) dials at once.
+	DialQuiet, DialQuietMax time.Duration
 
 	// OnMessage is called for every incoming message, in order per sender,
 	// on that peer's reader goroutine: it must not block long, or that peer's
@@ -120,6 +131,8 @@ func DefaultConfig() *Config {
 		ReconnectMin:      DefaultReconnectMin,
 		ReconnectMax:      DefaultReconnectMax,
 		HintTTL:           DefaultHintTTL,
+		DialQuiet:         DefaultDialQuiet,
+		DialQuietMax:      DefaultDialQuietMax,
 		Logger:            slog.Default(),
 	}
 }
@@ -146,6 +159,8 @@ func (c *Config) withDefaults() (Config, error) {
 		{"ReconnectMin", &cfg.ReconnectMin, d.ReconnectMin},
 		{"ReconnectMax", &cfg.ReconnectMax, d.ReconnectMax},
 		{"HintTTL", &cfg.HintTTL, d.HintTTL},
+		{"DialQuiet", &cfg.DialQuiet, d.DialQuiet},
+		{"DialQuietMax", &cfg.DialQuietMax, d.DialQuietMax},
 	}
 	for _, f := range durations {
 		if *f.v < 0 {

@@ -55,8 +55,8 @@ func (m *Mesh) AddHint(h Hint) {
 		return
 	}
 	t := m.targets[key]
-	start := false
-	if t == nil {
+	start, isNew := false, t == nil
+	if isNew {
 		t = &target{key: key, id: h.ID, wake: make(chan struct{}, 1)}
 		m.targets[key] = t
 		start = m.state == stateRunning
@@ -65,6 +65,9 @@ func (m *Mesh) AddHint(h Hint) {
 	connected := m.peers[h.ID] != nil
 	t.addrs, t.seen = addrs, time.Now()
 	m.mu.Unlock()
+	if isNew {
+		m.lastNewHint.Store(time.Now().UnixNano())
+	}
 	if start {
 		m.spawn(func() { m.dialLoop(t) })
 	} else if changed || !connected {
@@ -122,6 +125,9 @@ func (m *Mesh) dialLoop(t *target) {
 	backoff := m.cfg.ReconnectMin
 	var delay time.Duration // first attempt at once
 	polite := true          // the next attempt follows a (re)discovery
+	if !t.static && !m.waitQuiet(ctx) {
+		return
+	}
 	for {
 		if polite {
 			polite = false
@@ -260,6 +266,25 @@ func (m *Mesh) stopDialing(id NodeID) {
 // jitter spreads d over [d/2, d].
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
+}
+
+// waitQuiet waits until no new node has been hinted for DialQuiet, or
+// DialQuietMax has passed; false when ctx is done.
+func (m *Mesh) waitQuiet(ctx context.Context) bool {
+	deadline := time.Now().Add(m.cfg.DialQuietMax)
+	for {
+		wait := m.cfg.DialQuiet - time.Since(time.Unix(0, m.lastNewHint.Load()))
+		if wait <= 0 {
+			return true
+		}
+		wait = min(wait, time.Until(deadline))
+		if wait <= 0 {
+			return true
+		}
+		if !sleepCtx(ctx, wait) {
+			return false
+		}
+	}
 }
 
 // sleepCtx waits d; false when ctx is done first.

@@ -70,6 +70,7 @@ func testConfig(t testing.TB, key Key) *Config {
 	cfg.ListenAddr = "127.0.0.1:0"
 	cfg.ReconnectMin = 50 * time.Millisecond
 	cfg.ReconnectMax = 500 * time.Millisecond
+	cfg.DialQuiet = time.Nanosecond // dial at once; quiet_test.go tests the wait
 	return cfg
 }
 

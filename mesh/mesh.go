@@ -102,6 +102,10 @@ const (
 // Mesh is one node's set of authenticated peer sessions. All methods are
 // safe for concurrent use.
 type Mesh struct {
+	// lastNewHint is when AddHint last named a node it did not know
+	// (unix ns): first dials wait for it to be DialQuiet ago (see Config).
+	lastNewHint atomic.Int64
+
 	cfg       Config
 	log       *slog.Logger
 	id        NodeID

@@ -610,6 +610,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad identity", func(c *Config) { c.Identity = &Identity{ID: c.Identity.ID} }, "inconsistent"},
 		{"negative keepalive", func(c *Config) { c.KeepAliveInterval = -1 }, "KeepAliveInterval is negative"},
 		{"negative queue", func(c *Config) { c.QueueSize = -1 }, "QueueSize is negative"},
+		{"negative dial quiet", func(c *Config) { c.DialQuiet = -1 }, "DialQuiet is negative"},
+		{"negative dial quiet max", func(c *Config) { c.DialQuietMax = -time.Second }, "DialQuietMax is negative"},
 		{"long name", func(c *Config) { c.Name = strings.Repeat("n", 256) }, "Name must be"},
 		{"huge frames", func(c *Config) { c.MaxFrameSize = 1 << 30 }, "over the limit"},
 		{"backoff order", func(c *Config) { c.ReconnectMin, c.ReconnectMax = time.Second, time.Millisecond }, "below ReconnectMin"},
