@@ -256,10 +256,11 @@ func (s *Service) Run(ctx context.Context) error {
 	// Every browse makes every node answer by multicast, and every node
 	// hears every answer: n browses cost n² packets for each node to parse.
 	// So browses are few: one at start (new nodes are then heard through
-	// their own announcements), a second after 2 s for answers lost in a
-	// start-up burst, then ever longer windows up to BrowseInterval. The
-	// mesh's peer exchange repairs what mDNS loses in between.
-	window := min(2*time.Second, s.cfg.BrowseInterval)
+	// their own announcements), a second after secondBrowse for answers
+	// lost in a start-up burst, then ever longer windows up to
+	// BrowseInterval. The mesh's peer exchange repairs what mDNS loses in
+	// between.
+	window := min(secondBrowse, s.cfg.BrowseInterval)
 	var updateC <-chan time.Time // armed while an update waits for UpdateInterval
 	// Windows overlap: the next browse starts listening before the previous
 	// one is cancelled, so no announcement falls between two windows (a new
@@ -335,6 +336,14 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// secondBrowse is when (jittered) the second browse starts. Not sooner:
+// when many nodes start together, their second browses make a storm of
+// answers (each of n nodes parses about 2n² packets), and at 2 s it met
+// the mesh's TLS handshakes, which then took longer: 30 nodes on two
+// cores reached a full mesh in 3.2 s with the second browse at 2 s, 2.2 s
+// with it at 5 s. By 4 s the mesh has formed and repaired most losses.
+const secondBrowse = 4 * time.Second
 
 // jitter spreads d uniformly over [0.75d, 1.25d], so that nodes started
 // together do not keep querying in step: every query makes every node
