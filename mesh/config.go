@@ -88,13 +88,14 @@ type Config struct {
 	// once (static peers are never forgotten).
 	HintTTL time.Duration
 	// DialQuiet and DialQuietMax hold back the first dial to a node learned
-	// from AddHint until no new node has been hinted for DialQuiet, or for
-	// at most DialQuietMax (defaults 300 ms and 3 s). While nodes are still
-	// appearing (a LAN coming up, the answers to a browse arriving), TLS
+	// from AddHint while new nodes keep being hinted in a burst (at least 4
+	// within 4 DialQuiet): until none has been for DialQuiet, DialQuietMax
+	// at most (defaults 300 ms and 3 s). While a LAN is coming up, TLS
 	// handshakes would compete with discovery for the CPU; done after it,
 	// they delay nothing that matters: the mesh is not complete before the
-	// last node is known anyway. Static peers and redials never wait. A
-	// tiny DialQuiet (1 ns) dials at once.
+	// last node is known anyway. A few new nodes (a small LAN, one node
+	// joining), static peers and redials never wait. A tiny DialQuiet
+	// (1 ns) dials at once.
 	DialQuiet, DialQuietMax time.Duration
 
 	// OnMessage is called for every incoming message, in order per sender,

@@ -66,7 +66,7 @@ func (m *Mesh) AddHint(h Hint) {
 	t.addrs, t.seen = addrs, time.Now()
 	m.mu.Unlock()
 	if isNew {
-		m.lastNewHint.Store(time.Now().UnixNano())
+		m.noteNewHint(time.Now())
 	}
 	if start {
 		m.spawn(func() { m.dialLoop(t) })
@@ -268,16 +268,42 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// waitQuiet waits until no new node has been hinted for DialQuiet, or
-// DialQuietMax has passed; false when ctx is done.
+// quietBurst new nodes hinted within quietBurst times DialQuiet make a
+// burst: a LAN coming up, or the answers to a browse on a large one. A
+// few new nodes (a small LAN, a node joining) are dialled at once.
+const quietBurst = 4
+
+func (m *Mesh) noteNewHint(now time.Time) {
+	h := &m.newHints
+	h.Lock()
+	h.at[h.next%quietBurst] = now
+	h.next++
+	h.Unlock()
+}
+
+// quietWait returns how long a first dial should still wait at now: while
+// the last quietBurst new nodes were all hinted within quietBurst times
+// DialQuiet, until DialQuiet after the newest of them.
+func (m *Mesh) quietWait(now time.Time) time.Duration {
+	h := &m.newHints
+	h.Lock()
+	defer h.Unlock()
+	if h.next < quietBurst {
+		return 0
+	}
+	oldest, newest := h.at[h.next%quietBurst], h.at[(h.next-1)%quietBurst]
+	if now.Sub(oldest) > quietBurst*m.cfg.DialQuiet {
+		return 0
+	}
+	return m.cfg.DialQuiet - now.Sub(newest)
+}
+
+// waitQuiet waits while quietWait says so, DialQuietMax at most; false
+// when ctx is done.
 func (m *Mesh) waitQuiet(ctx context.Context) bool {
 	deadline := time.Now().Add(m.cfg.DialQuietMax)
 	for {
-		wait := m.cfg.DialQuiet - time.Since(time.Unix(0, m.lastNewHint.Load()))
-		if wait <= 0 {
-			return true
-		}
-		wait = min(wait, time.Until(deadline))
+		wait := min(m.quietWait(time.Now()), time.Until(deadline))
 		if wait <= 0 {
 			return true
 		}

@@ -102,9 +102,14 @@ const (
 // Mesh is one node's set of authenticated peer sessions. All methods are
 // safe for concurrent use.
 type Mesh struct {
-	// lastNewHint is when AddHint last named a node it did not know
-	// (unix ns): first dials wait for it to be DialQuiet ago (see Config).
-	lastNewHint atomic.Int64
+	// newHints is when AddHint last named nodes it did not know, the
+	// last quietBurst of them (a ring, the next slot at next): first dials
+	// wait for quiet after a burst of them (see Config.DialQuiet).
+	newHints struct {
+		sync.Mutex
+		at   [quietBurst]time.Time
+		next int
+	}
 
 	cfg       Config
 	log       *slog.Logger

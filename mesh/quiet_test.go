@@ -27,15 +27,17 @@ func lowerPair(t *testing.T) (a, b *Config) {
 	return a, b
 }
 
-// TestDialWaitsForQuiet: while new nodes keep being hinted (a LAN coming
-// up), the first dial to a hinted node waits; once the hints stop for
-// DialQuiet, it goes ahead.
+// TestDialWaitsForQuiet: while new nodes keep being hinted in a burst (a
+// LAN coming up), the first dial to a hinted node waits; once the hints
+// stop for DialQuiet, it goes ahead.
 func TestDialWaitsForQuiet(t *testing.T) {
 	cfg, cfgB := lowerPair(t)
 	cfg.DialQuiet, cfg.DialQuietMax = 2*time.Second, time.Minute
 	a := startNode(t, cfg)
 	b := startNode(t, cfgB)
-	hintStranger(t, a)
+	for range quietBurst {
+		hintStranger(t, a)
+	}
 	a.hint(b)
 	// New nodes every 100 ms for 1.5 s: never 2 s of quiet.
 	for range 15 {
@@ -56,6 +58,9 @@ func TestDialQuietMaxBounds(t *testing.T) {
 	cfg.DialQuiet, cfg.DialQuietMax = time.Hour, 300*time.Millisecond
 	a := startNode(t, cfg)
 	b := startNode(t, cfgB)
+	for range quietBurst {
+		hintStranger(t, a)
+	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -83,5 +88,19 @@ func TestStaticPeersDoNotWaitForQuiet(t *testing.T) {
 	cfg.StaticPeers = []string{b.Addr().String()}
 	a := startNode(t, cfg)
 	hintStranger(t, a)
+	a.waitUp(b.ID())
+}
+
+// TestFewNewNodesDialAtOnce: a node hinted with only a few others (a small
+// LAN, one node joining) is dialled at once, however long the quiet.
+func TestFewNewNodesDialAtOnce(t *testing.T) {
+	cfg, cfgB := lowerPair(t)
+	cfg.DialQuiet, cfg.DialQuietMax = time.Hour, time.Hour
+	a := startNode(t, cfg)
+	b := startNode(t, cfgB)
+	for range quietBurst - 2 {
+		hintStranger(t, a)
+	}
+	a.hint(b)
 	a.waitUp(b.ID())
 }
