@@ -19,7 +19,7 @@ import (
 // Defaults and bounds of Config.
 const (
 	// DefaultBrowseInterval is how often a Service starts a fresh browse once
-	// it has started up (the first windows are 2 s, 8 s, then this).
+	// it has started up (the first windows are 4 s, 16 s, then this).
 	DefaultBrowseInterval = 30 * time.Second
 	// MinBrowseInterval and MaxBrowseInterval bound Config.BrowseInterval.
 	MinBrowseInterval = 100 * time.Millisecond
