@@ -340,7 +340,7 @@ func (s *Supervisor) writeLoop(inst *instance, c net.Conn) {
 		}
 		if dropped > 0 {
 			line, _ := subservice.EncodeFrame(&subservice.Frame{Op: subservice.OpError, Code: subservice.CodeDropped,
-				Message: fmt.Sprintf("%d frames for this plugin were dropped because it did not read them fast enough", dropped)})
+				Message: fmt.Sprintf("%d messages or events for this plugin were dropped because it did not read them fast enough (a batch counts as its messages)", dropped)})
 			batch = append(batch, line...)
 		}
 		if _, err := c.Write(batch); err != nil {

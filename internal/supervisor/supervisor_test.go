@@ -624,7 +624,7 @@ func TestPluginThatNeverReads(t *testing.T) {
 		if f.Op != subservice.OpError || f.Code != subservice.CodeDropped {
 			t.Fatalf("got %+v, want messages and dropped notices", f)
 		}
-		if _, err := fmt.Sscanf(f.Message, "%d frames", &k); err != nil || k <= 0 {
+		if _, err := fmt.Sscanf(f.Message, "%d messages or events", &k); err != nil || k <= 0 {
 			t.Fatalf("dropped notice %q does not start with a count", f.Message)
 		}
 		told += k
