@@ -100,28 +100,52 @@ type meshPair struct {
 	bad  atomic.Int64 // messages out of order
 }
 
+// startBenchMesh runs a bare mesh on loopback until the benchmark ends,
+// onMsg receiving its messages.
+func startBenchMesh(tb testing.TB, key mesh.Key, name string, onMsg func(mesh.Message) error) *mesh.Mesh {
+	tb.Helper()
+	id, err := mesh.NewIdentity()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := mesh.DefaultConfig()
+	cfg.Identity, cfg.Key, cfg.Name = id, key, name
+	cfg.ListenAddr = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.OnMessage = onMsg
+	m, err := mesh.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	return m
+}
+
+// benchSetup skips outside an isolated namespace and returns a fresh mesh
+// key and the window (benchWindow, or NODEBENCH_WINDOW when set).
+func benchSetup(b *testing.B) (mesh.Key, int) {
+	if err := netsafe.Check(); err != nil {
+		b.Skip(err) // run with scripts/isolated.sh
+	}
+	key, err := mesh.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	window := benchWindow
+	if w, _ := strconv.Atoi(os.Getenv("NODEBENCH_WINDOW")); w > 0 {
+		window = w
+	}
+	return key, window
+}
+
 func newMeshPair(tb testing.TB, key mesh.Key) *meshPair {
 	tb.Helper()
 	mp := &meshPair{}
 	start := func(name string, onMsg func(mesh.Message) error) *mesh.Mesh {
-		id, err := mesh.NewIdentity()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		cfg := mesh.DefaultConfig()
-		cfg.Identity, cfg.Key, cfg.Name = id, key, name
-		cfg.ListenAddr = "127.0.0.1:0"
-		cfg.Logger = slog.New(slog.DiscardHandler)
-		cfg.OnMessage = onMsg
-		m, err := mesh.New(cfg)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { m.Run(ctx); close(done) }()
-		tb.Cleanup(func() { cancel(); <-done })
-		return m
+		return startBenchMesh(tb, key, name, onMsg)
 	}
 	var next int64
 	mp.b = start("mesh-b", func(m mesh.Message) error {
@@ -449,17 +473,7 @@ func (pp *pluginPair) meshSent(tb testing.TB) uint64 {
 // receiving plugin), beside b.N mesh.Send between two bare meshes; with the
 // SDK's batches off and on.
 func BenchmarkPluginToPlugin(b *testing.B) {
-	if err := netsafe.Check(); err != nil {
-		b.Skip(err) // run with scripts/isolated.sh
-	}
-	key, err := mesh.NewKey()
-	if err != nil {
-		b.Fatal(err)
-	}
-	window := benchWindow
-	if w, _ := strconv.Atoi(os.Getenv("NODEBENCH_WINDOW")); w > 0 {
-		window = w
-	}
+	key, window := benchSetup(b)
 	// Goroutines inherit these labels: go tool pprof -tagfocus path=plugin
 	// shows the plugin path alone.
 	var mp *meshPair

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -20,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nearbymesh/nearby/internal/netsafe"
 	"github.com/nearbymesh/nearby/mesh"
 )
 
@@ -138,17 +136,7 @@ type floorSide struct {
 // the same kind of bare meshes. The ratio is the most the plugin path can
 // reach on this machine with plugins as processes.
 func BenchmarkRelayFloor(b *testing.B) {
-	if err := netsafe.Check(); err != nil {
-		b.Skip(err) // run with scripts/isolated.sh
-	}
-	key, err := mesh.NewKey()
-	if err != nil {
-		b.Fatal(err)
-	}
-	window := benchWindow
-	if w, _ := strconv.Atoi(os.Getenv("NODEBENCH_WINDOW")); w > 0 {
-		window = w
-	}
+	key, window := benchSetup(b)
 	mp := newMeshPair(b, key)
 	mp.run(b, 20000, window)
 
@@ -160,15 +148,7 @@ func BenchmarkRelayFloor(b *testing.B) {
 		sides[i] = &floorSide{}
 	}
 	for i, s := range sides {
-		id, err := mesh.NewIdentity()
-		if err != nil {
-			b.Fatal(err)
-		}
-		cfg := mesh.DefaultConfig()
-		cfg.Identity, cfg.Key, cfg.Name = id, key, fmt.Sprintf("floor-%d", i)
-		cfg.ListenAddr = "127.0.0.1:0"
-		cfg.Logger = slog.New(slog.DiscardHandler)
-		cfg.OnMessage = func(msg mesh.Message) error {
+		s.m = startBenchMesh(b, key, fmt.Sprintf("floor-%d", i), func(msg mesh.Message) error {
 			s.mu.Lock()
 			q := s.q
 			s.mu.Unlock()
@@ -177,15 +157,8 @@ func BenchmarkRelayFloor(b *testing.B) {
 			}
 			q.push(msg.Payload)
 			return nil
-		}
-		m, err := mesh.New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { m.Run(ctx); close(done) }()
-		b.Cleanup(func() { cancel(); <-done })
-		s.m = m
+		})
+		var err error
 		s.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, fmt.Sprintf("s%d", i)), Net: "unix"})
 		if err != nil {
 			b.Fatal(err)
