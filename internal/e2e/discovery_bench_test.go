@@ -253,6 +253,21 @@ type sighting struct {
 	T        int64  `json:"t"`
 }
 
+// helperLAN is where a helper process on a virtual host starts: it checks
+// that it is isolated and returns the host's LAN interface, or exits 2.
+func helperLAN() *net.Interface {
+	if err := netsafe.Check(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ifi, err := net.InterfaceByName("lan0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	return ifi
+}
+
 // TestHelperGrandcat is not a test: it is the baseline process of
 // BenchmarkDiscovery, started on a virtual host with
 // NEARBY_E2E_HELPER=grandcat. It registers with plain grandcat/zeroconf and
@@ -261,16 +276,8 @@ func TestHelperGrandcat(t *testing.T) {
 	if os.Getenv("NEARBY_E2E_HELPER") != "grandcat" {
 		t.Skip("helper process for BenchmarkDiscovery")
 	}
-	if err := netsafe.Check(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	ifi := helperLAN()
 	host, _ := os.Hostname()
-	ifi, err := net.InterfaceByName("lan0")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
 	var ips []string
 	addrs, _ := ifi.Addrs()
 	for _, a := range addrs {

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
-
-	"github.com/nearbymesh/nearby/internal/netsafe"
 )
 
 // TestBrowseAsksOnOneFamily: a node's browse asks over IPv4 only on a dual
@@ -85,15 +83,7 @@ func TestHelperMDNSListener(t *testing.T) {
 	if os.Getenv("NEARBY_E2E_HELPER") != "mdns-listener" {
 		t.Skip("helper process for TestBrowseAsksOnOneFamily")
 	}
-	if err := netsafe.Check(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ifi, err := net.InterfaceByName("lan0")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	ifi := helperLAN()
 	var mu sync.Mutex
 	enc := json.NewEncoder(os.Stdout)
 	emit := func(v any) {

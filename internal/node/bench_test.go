@@ -124,6 +124,15 @@ func startBenchMesh(tb testing.TB, key mesh.Key, name string, onMsg func(mesh.Me
 	return m
 }
 
+// reportRates reports b.N messages in el as SUBJECT-msgs/s beside b.N in
+// meshEl as mesh-msgs/s, and their ratio.
+func reportRates(b *testing.B, subject string, el, meshEl time.Duration) {
+	rate, meshRate := float64(b.N)/el.Seconds(), float64(b.N)/meshEl.Seconds()
+	b.ReportMetric(rate, subject+"-msgs/s")
+	b.ReportMetric(meshRate, "mesh-msgs/s")
+	b.ReportMetric(rate/meshRate, "ratio")
+}
+
 // benchSetup skips outside an isolated namespace and returns a fresh mesh
 // key and the window (benchWindow, or NODEBENCH_WINDOW when set).
 func benchSetup(b *testing.B) (mesh.Key, int) {
@@ -144,11 +153,8 @@ func benchSetup(b *testing.B) (mesh.Key, int) {
 func newMeshPair(tb testing.TB, key mesh.Key) *meshPair {
 	tb.Helper()
 	mp := &meshPair{}
-	start := func(name string, onMsg func(mesh.Message) error) *mesh.Mesh {
-		return startBenchMesh(tb, key, name, onMsg)
-	}
 	var next int64
-	mp.b = start("mesh-b", func(m mesh.Message) error {
+	mp.b = startBenchMesh(tb, key, "mesh-b", func(m mesh.Message) error {
 		if seqOf(m.Payload) != int(next) {
 			mp.bad.Add(1)
 		}
@@ -156,7 +162,7 @@ func newMeshPair(tb testing.TB, key mesh.Key) *meshPair {
 		mp.got.Add(1)
 		return nil
 	})
-	mp.a = start("mesh-a", nil)
+	mp.a = startBenchMesh(tb, key, "mesh-a", nil)
 	mp.a.AddHint(mesh.Hint{ID: mp.b.ID(), Addrs: []netip.AddrPort{netip.MustParseAddrPort(mp.b.Addr().String())}})
 	waitUntil(tb, "the meshes connect", func() bool { return len(mp.a.Peers()) == 1 && len(mp.b.Peers()) == 1 })
 	return mp
@@ -496,11 +502,7 @@ func BenchmarkPluginToPlugin(b *testing.B) {
 			b.StartTimer()
 			el, meshMsgs := pp.run(b, b.N, window)
 			b.StopTimer()
-			meshRate := float64(b.N) / meshEl.Seconds()
-			rate := float64(b.N) / el.Seconds()
-			b.ReportMetric(rate, "plugin-msgs/s")
-			b.ReportMetric(meshRate, "mesh-msgs/s")
-			b.ReportMetric(rate/meshRate, "ratio")
+			reportRates(b, "plugin", el, meshEl)
 			b.ReportMetric(float64(b.N)/float64(meshMsgs), "msgs/mesh-msg")
 		})
 	}

@@ -223,11 +223,7 @@ func BenchmarkRelayFloor(b *testing.B) {
 	b.ResetTimer()
 	el := runOnce(b.N)
 	b.StopTimer()
-	meshRate := float64(b.N) / meshEl.Seconds()
-	rate := float64(b.N) / el.Seconds()
-	b.ReportMetric(rate, "floor-msgs/s")
-	b.ReportMetric(meshRate, "mesh-msgs/s")
-	b.ReportMetric(rate/meshRate, "ratio")
+	reportRates(b, "floor", el, meshEl)
 }
 
 // TestFloorHelper is not a test: it is a plugin of BenchmarkRelayFloor.
