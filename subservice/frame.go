@@ -170,7 +170,7 @@ type Frame struct {
 	Token    string `json:"token,omitempty"`
 	Protocol int    `json:"protocol,omitempty"`
 	// hello (the features the plugin asks for), welcome (those the node
-	// grants, FeatureBatch being the only one so far).
+	// grants: FeatureBatch, FeatureBin).
 	Features []string `json:"features,omitempty"`
 
 	// send (To), error (To: the node the failed send was for)
@@ -181,6 +181,11 @@ type Frame struct {
 	// each carried as Data would carry it. When Batch is set, Data is not
 	// written.
 	Batch json.RawMessage `json:"batch,omitempty"`
+	// send, broadcast, message with FeatureBin: the size in bytes of the
+	// bin block that follows the frame's line on the socket (its messages,
+	// each a 4-byte big-endian length and its bytes). Frames with Bin are
+	// written with AppendBinHead, not EncodeFrame; Data and Batch are unset.
+	Bin int `json:"bin,omitempty"`
 	// error: how many ids, from ID on, the error is about (a batch's); 0
 	// means one.
 	Count int `json:"count,omitempty"`
@@ -194,7 +199,8 @@ type Frame struct {
 	Version    string `json:"version,omitempty"`
 	Peers      []Peer `json:"peers,omitempty"`
 	MaxLine    int    `json:"max_line,omitempty"`
-	// welcome with FeatureBatch: the cap on messages in one batch.
+	// welcome with FeatureBatch or FeatureBin: the cap on messages in one
+	// batch or bin block.
 	MaxBatch int `json:"max_batch,omitempty"`
 
 	// message

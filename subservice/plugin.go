@@ -23,6 +23,9 @@ var (
 	ErrNotPlugin = errors.New("subservice: not started by a Nearby node (NEARBY_SOCKET or NEARBY_TOKEN unset)")
 	// ErrClosed reports a call on a Plugin whose connection has ended.
 	ErrClosed = errors.New("subservice: connection closed")
+	// ErrNoBin reports SendBytes or BroadcastBytes on a connection without
+	// binary messages: the node predates them, or WithoutBin was given.
+	ErrNoBin = errors.New("subservice: this node does not take binary messages (it predates the bin feature); send JSON with Send or Broadcast, or update the node")
 )
 
 // Message is a message to this subservice from the same subservice on a
@@ -30,12 +33,20 @@ var (
 type Message struct {
 	From      Peer            // the sending node
 	Broadcast bool            // sent to every node, not to this one alone
-	Data      json.RawMessage // the JSON value the sender passed
+	Data      json.RawMessage // the JSON value the sender passed to Send or Broadcast
+	// Bytes are the bytes the sender passed to SendBytes or BroadcastBytes,
+	// when this plugin takes binary messages (Data is nil then). They are
+	// the plugin's to keep.
+	Bytes []byte
 }
 
-// Decode unmarshals m.Data into v.
+// Decode unmarshals m.Data (or, for a binary message, m.Bytes) into v.
 func (m Message) Decode(v any) error {
-	if err := json.Unmarshal(m.Data, v); err != nil {
+	data := m.Data
+	if data == nil && m.Bytes != nil {
+		data = m.Bytes
+	}
+	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("subservice: decode message from %s: %w", m.From.ID, err)
 	}
 	return nil
@@ -122,7 +133,8 @@ type Plugin struct {
 	version  string
 	maxLine  int
 	batch    bool // the node granted FeatureBatch
-	maxBatch int  // messages per batch frame
+	bin      bool // the node granted FeatureBin
+	maxBatch int  // messages per batch frame or bin block
 
 	nextID atomic.Uint64
 
@@ -161,7 +173,15 @@ type Option func(*options)
 
 type options struct {
 	noBatch bool
+	noBin   bool
 }
+
+// WithoutBin makes the plugin not ask for binary messages: it gets every
+// message as JSON in Message.Data (a binary one only if its bytes are
+// JSON; the sender gets a "rejected" error for the others), and SendBytes
+// and BroadcastBytes return ErrNoBin. Plugins never need it; it is there
+// to compare and to test.
+func WithoutBin() Option { return func(o *options) { o.noBin = true } }
 
 // WithoutBatch makes the plugin speak protocol 1 without the batch
 // feature: every send and broadcast is a frame of its own, exactly as
@@ -206,7 +226,10 @@ func handshake(ctx context.Context, c net.Conn, token string, o options) (*Plugi
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	hf := &Frame{Op: OpHello, Token: token, Protocol: ProtocolVersion}
 	if !o.noBatch {
-		hf.Features = []string{FeatureBatch}
+		hf.Features = append(hf.Features, FeatureBatch)
+	}
+	if !o.noBin {
+		hf.Features = append(hf.Features, FeatureBin)
 	}
 	hello, err := EncodeFrame(hf)
 	if err != nil {
@@ -274,8 +297,9 @@ func handshake(ctx context.Context, c net.Conn, token string, o options) (*Plugi
 	}
 	// A node that does not know the feature ignores the request and grants
 	// nothing; one that grants it without a cap gets the default.
-	if !o.noBatch && slices.Contains(w.Features, FeatureBatch) {
-		p.batch = true
+	p.batch = !o.noBatch && slices.Contains(w.Features, FeatureBatch)
+	p.bin = !o.noBin && slices.Contains(w.Features, FeatureBin)
+	if p.batch || p.bin {
 		p.maxBatch = w.MaxBatch
 		if p.maxBatch <= 0 {
 			p.maxBatch = DefaultMaxBatch
@@ -320,7 +344,11 @@ func (p *Plugin) readLoop() {
 			bi.n, bi.compact = 0, false
 			if decodeFastInto(bytes.TrimSpace(line), &mf, &strs, false, &bi) && mf.Op == OpMessage {
 				from := Peer{ID: mf.From, Name: mf.FromName}
-				if mf.Batch != nil {
+				if mf.Bin > 0 {
+					if err = p.readBin(from, mf.Broadcast, mf.Bin); err == nil {
+						continue
+					}
+				} else if mf.Batch != nil {
 					// decodeFastInto checked the batch and found its
 					// values (none if it is not an array). They share
 					// the batch's memory, a copy of the line's.
@@ -331,12 +359,14 @@ func (p *Plugin) readLoop() {
 					}
 					continue
 				}
-				data := mf.Data
-				if data == nil {
-					data = json.RawMessage("null")
+				if err == nil {
+					data := mf.Data
+					if data == nil {
+						data = json.RawMessage("null")
+					}
+					p.deliver(Message{From: from, Broadcast: mf.Broadcast, Data: data})
+					continue
 				}
-				p.deliver(Message{From: from, Broadcast: mf.Broadcast, Data: data})
-				continue
 			}
 		}
 		if err != nil {
@@ -361,6 +391,15 @@ func (p *Plugin) readLoop() {
 		switch f.Op {
 		case OpMessage:
 			from := Peer{ID: f.From, Name: f.FromName}
+			if f.Bin > 0 {
+				if err := p.readBin(from, f.Broadcast, f.Bin); err != nil {
+					p.mu.Lock()
+					p.err = fmt.Errorf("%w: reading a binary message: %v", ErrClosed, err)
+					p.mu.Unlock()
+					return
+				}
+				continue
+			}
 			if f.Batch != nil {
 				for d := range BatchItems(f.Batch) {
 					p.deliver(Message{From: from, Broadcast: f.Broadcast, Data: json.RawMessage(d)})
@@ -403,6 +442,30 @@ func (p *Plugin) readLoop() {
 			}
 		}
 	}
+}
+
+// readBin reads the bin block of size bytes that follows a message frame
+// and delivers its messages, each in Message.Bytes. A block that is too
+// large or malformed is skipped and reported on Errors; an error return
+// means the connection failed.
+func (p *Plugin) readBin(from Peer, broadcast bool, size int) error {
+	if size > p.lr.max {
+		p.pushErr(&Error{Code: CodeTooLarge, Message: fmt.Sprintf("a binary message block of %d bytes from the node exceeded the reader's cap and was discarded", size)})
+		return p.lr.DiscardBlock(int64(size))
+	}
+	block, err := p.lr.ReadBlock(size)
+	if err != nil {
+		return err
+	}
+	if _, err := CheckBin(block); err != nil {
+		p.pushErr(&Error{Code: CodeBadFrame, Message: err.Error()})
+		return nil
+	}
+	block = bytes.Clone(block) // the messages are the receiver's to keep
+	for msg := range BinItems(block) {
+		p.deliver(Message{From: from, Broadcast: broadcast, Bytes: msg})
+	}
+	return nil
 }
 
 // deliver hands m to Messages, waiting while it is full (unless closing).
@@ -503,6 +566,25 @@ func (p *Plugin) Broadcast(data any) (uint64, error) {
 	return p.writeHot(OpBroadcast, "", raw)
 }
 
+// SendBytes sends msg, any bytes, to this subservice on the node with id
+// to, as a binary message (docs/PROTOCOL.md §14): neither node looks inside
+// it, and a receiving plugin that takes binary messages gets it in
+// Message.Bytes; one that does not gets it in Message.Data if it is JSON,
+// and otherwise this plugin gets a "rejected" Error for it. It returns
+// ErrNoBin when the node does not take binary messages. Otherwise it is
+// Send: msg is copied before SendBytes returns.
+func (p *Plugin) SendBytes(to string, msg []byte) (uint64, error) {
+	if to == "" {
+		return 0, fmt.Errorf("subservice: send: empty node id")
+	}
+	return p.writeBin(OpSend, to, msg)
+}
+
+// BroadcastBytes is SendBytes to every other node of the mesh.
+func (p *Plugin) BroadcastBytes(msg []byte) (uint64, error) {
+	return p.writeBin(OpBroadcast, "", msg)
+}
+
 // SetMenu replaces the plugin's tray menu. Clicks on its items arrive on
 // Clicks.
 func (p *Plugin) SetMenu(items []MenuItem) error {
@@ -540,7 +622,9 @@ type tail struct {
 	first uint64 // the id of its first message
 	n     int    // its messages
 	start int    // its offset in wbuf
-	key   int    // the offset of its "data" key (while n is 1)
+	key   int    // the offset of its "data" key (while n is 1); of its byte count (bin)
+	bin   bool   // a bin frame, with its block
+	size  int    // its block's size (bin)
 }
 
 // writeHot queues a send or broadcast frame for data, which is one
@@ -573,7 +657,7 @@ func (p *Plugin) writeHot(op, to string, data []byte) (uint64, error) {
 	}
 	id := p.nextID.Add(1)
 	t := &p.wtail
-	if p.batch && t.ok && t.op == op && t.to == to && t.first+uint64(t.n) == id && t.n < p.maxBatch {
+	if p.batch && t.ok && !t.bin && t.op == op && t.to == to && t.first+uint64(t.n) == id && t.n < p.maxBatch {
 		grow := 1 + len(data) // ",DATA"
 		if t.n == 1 {
 			grow += 3 // "data": becomes "batch":[ and a ] closes it
@@ -593,6 +677,51 @@ func (p *Plugin) writeHot(op, to string, data []byte) (uint64, error) {
 	// batch if another message joins it.
 	*t = tail{ok: true, op: op, to: to, first: id, n: 1, start: start, key: len(b) - 1 - len(data) - len(`"data":`)}
 	p.wbuf = append(b, '\n')
+	p.kick()
+	return id, nil
+}
+
+// writeBin queues a binary message for a send or broadcast bin frame and
+// returns its id. Like writeHot, a message joins the bin frame at the end
+// of the queue when it is for the same node (or a broadcast) and the ids
+// follow on; it blocks while the queue is full.
+func (p *Plugin) writeBin(op, to string, msg []byte) (uint64, error) {
+	if !p.bin {
+		return 0, fmt.Errorf("subservice: %s: %w", op, ErrNoBin)
+	}
+	select {
+	case <-p.done:
+		return 0, fmt.Errorf("subservice: %s: %w", op, ErrClosed)
+	default:
+	}
+	size := binLenSize + len(msg)
+	if size > p.maxLine {
+		return 0, fmt.Errorf("subservice: %s: %w: %d bytes of message, the node accepts blocks of %d", op, ErrTooLarge, len(msg), p.maxLine)
+	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	for p.werr == nil && len(p.wbuf) > 0 && len(p.wbuf)+size+len(to)+96 > writeBuffer {
+		p.wcond.Wait()
+	}
+	if p.werr != nil {
+		return 0, p.werr
+	}
+	id := p.nextID.Add(1)
+	t := &p.wtail
+	if t.ok && t.bin && t.op == op && t.to == to && t.first+uint64(t.n) == id && t.n < p.maxBatch {
+		if grown := t.size + size; grown <= batchBytes && grown <= p.maxLine {
+			p.wbuf = AppendBin(p.wbuf, msg)
+			setBinSize(p.wbuf, t.key, grown)
+			t.size = grown
+			t.n++
+			p.kick()
+			return id, nil
+		}
+	}
+	start := len(p.wbuf)
+	b, at := appendBinHeadWide(p.wbuf, op, id, to, size)
+	p.wbuf = AppendBin(b, msg)
+	*t = tail{ok: true, bin: true, op: op, to: to, first: id, n: 1, start: start, key: at, size: size}
 	p.kick()
 	return id, nil
 }

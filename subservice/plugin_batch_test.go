@@ -348,15 +348,21 @@ const (
 	welcomeBatch = `{"op":"welcome","protocol":1,"node":{"id":"n1","name":"one"},"subservice":"chat","version":"1.0.0","peers":[],"max_line":1048576,"features":["batch"],"max_batch":3}`
 )
 
-// TestPluginHelloFeatures: the SDK asks for batches unless told not to.
+// TestPluginHelloFeatures: the SDK asks for batches and binary messages
+// unless told not to.
 func TestPluginHelloFeatures(t *testing.T) {
-	fn, _ := dialFake(t, welcomeOld)
-	if fn.hello != `{"op":"hello","token":"tok","protocol":1,"features":["batch"]}` {
-		t.Errorf("hello %s", fn.hello)
-	}
-	fn, _ = dialFake(t, welcomeOld, subservice.WithoutBatch())
-	if fn.hello != `{"op":"hello","token":"tok","protocol":1}` {
-		t.Errorf("hello with WithoutBatch %s", fn.hello)
+	for _, tt := range []struct {
+		opts []subservice.Option
+		want string
+	}{
+		{nil, `{"op":"hello","token":"tok","protocol":1,"features":["batch","bin"]}`},
+		{[]subservice.Option{subservice.WithoutBatch()}, `{"op":"hello","token":"tok","protocol":1,"features":["bin"]}`},
+		{[]subservice.Option{subservice.WithoutBin()}, `{"op":"hello","token":"tok","protocol":1,"features":["batch"]}`},
+		{[]subservice.Option{subservice.WithoutBatch(), subservice.WithoutBin()}, `{"op":"hello","token":"tok","protocol":1}`},
+	} {
+		if fn, _ := dialFake(t, welcomeOld, tt.opts...); fn.hello != tt.want {
+			t.Errorf("hello %s, want %s", fn.hello, tt.want)
+		}
 	}
 }
 

@@ -290,10 +290,11 @@ const (
 	seenFromName
 	seenBroadcast
 	seenBatch
+	seenBin
 )
 
 // decodeFast decodes a frame whose keys are all among op, id, to, data,
-// batch, from, from_name and broadcast, each at most once, with plain string
+// batch, bin, from, from_name and broadcast, each at most once, with plain string
 // values and id a plain unsigned integer: every send, broadcast and
 // message frame this package writes. It reports false for anything else,
 // and the caller asks encoding/json. line has no surrounding whitespace.
@@ -359,6 +360,13 @@ func decodeFastInto(line []byte, f *Frame, strs *strCache, alias bool, bi *batch
 			if f.ID, i, ok = fastUint(line, i); !ok {
 				return false
 			}
+		case "bin":
+			bit = seenBin
+			var n uint64
+			if n, i, ok = fastUint(line, i); !ok || n > 1<<31 {
+				return false
+			}
+			f.Bin = int(n)
 		case "to":
 			bit, str = seenTo, &f.To
 		case "from":

@@ -3,6 +3,7 @@ package subservice
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -108,6 +109,11 @@ func FuzzDecodeFrameFast(f *testing.F) {
 		`{"op":"message","from":"é漢","broadcast":false,"data":null}`,
 		`{"op":"send","id":18446744073709551615,"to":"n"}`,
 		`{"op":"send","id":0,"data":1e400}`,
+		`{"op":"send","id":1,"to":"n","bin":12        }`,
+		`{"op":"message","from":"a","from_name":"b","broadcast":true,"bin":4096}`,
+		`{"op":"send","bin":-1}`,
+		`{"op":"send","bin":1e3}`,
+		`{"op":"send","bin":99999999999,"bin":2}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -271,6 +277,75 @@ func FuzzMarshalData(f *testing.F) {
 			want, err2 := marshal(v)
 			if fmt.Sprint(err1) != fmt.Sprint(err2) || !bytes.Equal(got, want) {
 				t.Fatalf("%T %q: marshalData %q, %v; marshal %q, %v", v, b, got, err1, want, err2)
+			}
+		}
+	})
+}
+
+// FuzzBin: CheckBin accepts exactly the blocks that BinItems walks to the
+// end and AppendBin writes back byte for byte; AppendBinAsBatch turns an
+// accepted block into a JSON array of its messages when every one is JSON,
+// and fails otherwise.
+func FuzzBin(f *testing.F) {
+	for _, msgs := range [][]string{{"a"}, {"", "\x00\n"}, {"1", `{"a":[1]}`, " 2 "}, {"x", "nope"}} {
+		var b []byte
+		for _, m := range msgs {
+			b = AppendBin(b, []byte(m))
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("\x00\x00\x00\x09short"))
+	f.Add([]byte("\x00\x00\x00\x00\x00"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, block []byte) {
+		n, err := CheckBin(block)
+		var items [][]byte
+		for m := range BinItems(block) {
+			items = append(items, m)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrBadFrame) {
+				t.Fatalf("CheckBin error %v does not wrap ErrBadFrame", err)
+			}
+			var re []byte
+			for _, m := range items {
+				re = AppendBin(re, m)
+			}
+			if len(block) > 0 && bytes.Equal(re, block) {
+				t.Fatalf("CheckBin refused %q, which BinItems walks to its end", block)
+			}
+			return
+		}
+		if n != len(items) || n == 0 {
+			t.Fatalf("CheckBin says %d messages, BinItems yields %d", n, len(items))
+		}
+		var re []byte
+		allJSON := true
+		for _, m := range items {
+			re = AppendBin(re, m)
+			allJSON = allJSON && json.Valid(m)
+		}
+		if !bytes.Equal(re, block) {
+			t.Fatalf("the messages of %q write back as %q", block, re)
+		}
+		out, k, err := AppendBinAsBatch([]byte("pre"), block)
+		if (err == nil) != allJSON {
+			t.Fatalf("AppendBinAsBatch error %v, every message JSON: %v", err, allJSON)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrBadFrame) || string(out) != "pre" {
+				t.Fatalf("AppendBinAsBatch failed with %v and %q", err, out)
+			}
+			return
+		}
+		var vals []json.RawMessage
+		if k != n || json.Unmarshal(out[3:], &vals) != nil || len(vals) != n {
+			t.Fatalf("AppendBinAsBatch wrote %q (%d messages) for %d", out, k, n)
+		}
+		for i, v := range vals {
+			var c bytes.Buffer
+			if json.Compact(&c, items[i]) != nil || !bytes.Equal(c.Bytes(), v) {
+				t.Fatalf("message %d: %s in the batch, %q in the block", i, v, items[i])
 			}
 		}
 	})

@@ -85,10 +85,13 @@ type Node struct {
 	// noBatchFeature makes the node announce no featureBatch, as nodes
 	// before batch payloads did (tests of mixed meshes).
 	noBatchFeature bool
-	hub            *hub
-	httpc          *http.Client
-	started        time.Time
-	distURL        string
+	// noBinFeature makes the node announce no featureBin, as nodes before
+	// bin payloads did (tests of mixed meshes).
+	noBinFeature bool
+	hub          *hub
+	httpc        *http.Client
+	started      time.Time
+	distURL      string
 
 	updMu    sync.Mutex
 	updating map[string]chan struct{} // name -> done, for fetches in flight
@@ -171,7 +174,7 @@ func (n *Node) run(ctx context.Context) (err error) {
 		log.Warn("cannot read the plugins to restore", "err", err)
 	}
 
-	rt := &router{}
+	rt := &router{log: log}
 	n.sup, err = supervisor.New(supervisor.Config{
 		SocketPath: filepath.Join(cfg.StateDir, "plugins.sock"),
 		LogDir:     filepath.Join(cfg.StateDir, "logs"),
@@ -197,7 +200,10 @@ func (n *Node) run(ctx context.Context) (err error) {
 	mcfg.Logger = log
 	mcfg.OnMessage = n.onMessage
 	if !n.noBatchFeature {
-		mcfg.Features = featureBatch
+		mcfg.Features |= featureBatch
+	}
+	if !n.noBinFeature {
+		mcfg.Features |= featureBin
 	}
 	mcfg.OnNack = func(k mesh.Nack) {
 		n.sup.Nack(k.Subservice, k.ID, n.peerOf(k.From), k.Reason)
@@ -511,6 +517,7 @@ func (n *Node) peerOf(id mesh.NodeID) supervisor.Peer {
 type router struct {
 	m    *mesh.Mesh
 	self supervisor.Peer
+	log  *slog.Logger
 }
 
 func (r *router) Self() supervisor.Peer { return r.self }
@@ -531,10 +538,34 @@ func (r *router) Peers() []supervisor.Peer {
 // it is sent as one mesh message per value instead.
 const featureBatch uint16 = 1 << 0
 
+// featureBin is the mesh feature bit of a node that takes bin payloads
+// (docs/WIRE.md §9). A bin payload for a peer without it is sent as a batch
+// (or, to a node without batches either, one message per value) when
+// every message in it is JSON, and fails otherwise.
+const featureBin uint16 = 1 << 1
+
 // legacy reports whether peer to cannot take batch payloads.
 func (r *router) legacy(to mesh.NodeID) bool {
-	f, ok := r.m.PeerFeatures(to)
-	return ok && f&featureBatch == 0
+	return r.lacks(to, featureBatch)
+}
+
+// lacks reports whether connected peer to did not announce feature bit f.
+func (r *router) lacks(to mesh.NodeID, f uint16) bool {
+	pf, ok := r.m.PeerFeatures(to)
+	return ok && pf&f == 0
+}
+
+// binFor returns payload in a form peer to takes: a bin payload becomes a
+// batch for a peer without featureBin. The error says why it cannot.
+func (r *router) binFor(to mesh.NodeID, payload []byte) ([]byte, error) {
+	if !supervisor.IsBinPayload(payload) || !r.lacks(to, featureBin) {
+		return payload, nil
+	}
+	p, err := supervisor.BinAsBatch(payload)
+	if err != nil {
+		return nil, fmt.Errorf("node %s runs a nearby without binary messages, so they travel to it as JSON: %w; send JSON, or update that node", to, err)
+	}
+	return p, nil
 }
 
 // split sends the values of a batch payload one by one to a peer that
@@ -565,7 +596,10 @@ func (r *router) split(to mesh.NodeID, sub string, values iter.Seq[[]byte], id u
 }
 
 func (r *router) Send(to, sub string, payload []byte, id uint64) error {
-	var err error
+	payload, err := r.binFor(mesh.NodeID(to), payload)
+	if err != nil {
+		return err
+	}
 	if values, ok := supervisor.BatchValues(payload); ok && r.legacy(mesh.NodeID(to)) {
 		err = r.split(mesh.NodeID(to), sub, values, id, false)
 	} else {
@@ -585,6 +619,33 @@ func (r *router) Send(to, sub string, payload []byte, id uint64) error {
 // Broadcast sends payload to every peer; a batch goes as one message to
 // peers that take batches and as one message per value to the others.
 func (r *router) Broadcast(sub string, payload []byte) int {
+	if supervisor.IsBinPayload(payload) {
+		n, old := r.m.BroadcastFeature(sub, payload, featureBin)
+		if len(old) == 0 {
+			return n
+		}
+		// Peers without bin payloads get the messages as JSON, when
+		// they are JSON.
+		p, err := supervisor.BinAsBatch(payload)
+		if err != nil {
+			r.log.Debug("broadcast: binary messages not sent to nodes without them", "subservice", sub, "nodes", len(old), "err", err)
+			return n
+		}
+		values, isBatch := supervisor.BatchValues(p)
+		for _, id := range old {
+			var err error
+			switch {
+			case isBatch && r.legacy(id):
+				err = r.split(id, sub, values, 0, true)
+			default:
+				err = r.m.BroadcastTo(id, sub, p)
+			}
+			if err == nil {
+				n++
+			}
+		}
+		return n
+	}
 	values, ok := supervisor.BatchValues(payload)
 	if !ok {
 		return r.m.Broadcast(sub, payload)

@@ -87,6 +87,29 @@ func (s *Supervisor) serveConn(c net.Conn) {
 			s.reply(c, inst, &subservice.Frame{Op: subservice.OpError, Code: subservice.CodeBadFrame, Message: err.Error()})
 			continue
 		}
+		// A bin frame's block follows its line: read it now, before
+		// anything else, so that the stream stays in step whatever
+		// becomes of the frame.
+		var block []byte
+		switch {
+		case f.Bin < 0:
+			s.reply(c, inst, &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: subservice.CodeBadFrame,
+				Message: fmt.Sprintf("bin %d: a byte count cannot be negative", f.Bin)})
+			continue
+		case f.Bin > s.cfg.MaxLine:
+			// Skipped as it arrives: nothing is held, and the next frame
+			// is read after it.
+			if lr.DiscardBlock(int64(f.Bin)) != nil {
+				return
+			}
+			s.reply(c, inst, &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: subservice.CodeTooLarge,
+				Message: fmt.Sprintf("a bin block of %d bytes discarded; at most %d (welcome's max_line)", f.Bin, s.cfg.MaxLine)})
+			continue
+		case f.Bin > 0:
+			if block, err = lr.ReadBlock(f.Bin); err != nil {
+				return
+			}
+		}
 		if inst == nil {
 			if f.Op != subservice.OpHello {
 				s.reply(c, nil, &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: subservice.CodeNotWelcomeYet,
@@ -99,7 +122,7 @@ func (s *Supervisor) serveConn(c net.Conn) {
 			c.SetReadDeadline(time.Time{})
 			continue
 		}
-		s.handle(inst, c, f, &dec)
+		s.handle(inst, c, f, &dec, block)
 	}
 }
 
@@ -159,8 +182,14 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 	// Features: grant those asked for that this node has. A plugin that
 	// asks for none gets the welcome it always got.
 	batch := slices.Contains(f.Features, subservice.FeatureBatch)
+	bin := slices.Contains(f.Features, subservice.FeatureBin)
 	if batch {
-		wf.Features = []string{subservice.FeatureBatch}
+		wf.Features = append(wf.Features, subservice.FeatureBatch)
+	}
+	if bin {
+		wf.Features = append(wf.Features, subservice.FeatureBin)
+	}
+	if batch || bin {
 		wf.MaxBatch = s.cfg.MaxBatch
 	}
 	welcome, err := subservice.EncodeFrame(wf)
@@ -170,6 +199,7 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 	}
 	inst.conn = c
 	inst.batch = batch
+	inst.bin = bin
 	inst.q.pushFront(welcome)
 	p.setState(StateRunning)
 	s.emit(p)
@@ -181,16 +211,21 @@ func (s *Supervisor) hello(c net.Conn, f *subservice.Frame) *instance {
 	return inst
 }
 
-// handle acts on one frame from a welcomed plugin, which dec decoded. The
-// subservice is always the instance's own, never taken from the frame. f
-// and its Data and Batch are valid only until handle returns.
-func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame, dec *subservice.Decoder) {
+// handle acts on one frame from a welcomed plugin, which dec decoded, and
+// block, the bin block that followed it (nil when it has none). The
+// subservice is always the instance's own, never taken from the frame. f,
+// its Data and Batch, and block are valid only until handle returns.
+func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame, dec *subservice.Decoder, block []byte) {
 	fail := func(code, msg string) {
 		s.reply(c, inst, &subservice.Frame{Op: subservice.OpError, ID: f.ID, Code: code, Message: msg, To: f.To})
 	}
+	if block != nil && f.Op != subservice.OpSend && f.Op != subservice.OpBroadcast {
+		fail(subservice.CodeBadFrame, fmt.Sprintf("a %s frame carries no bin block (only send and broadcast do); its %d bytes were skipped", f.Op, len(block)))
+		return
+	}
 	switch f.Op {
 	case subservice.OpSend, subservice.OpBroadcast:
-		s.relay(inst, f, dec)
+		s.relay(inst, f, dec, block)
 	case subservice.OpMenu:
 		if err := subservice.ValidateMenu(f.Items); err != nil {
 			fail(subservice.CodeBadFrame, err.Error())
@@ -216,10 +251,10 @@ func (s *Supervisor) handle(inst *instance, c net.Conn, f *subservice.Frame, dec
 }
 
 // relay serves a send or broadcast frame, with data or (from a plugin that
-// asked for batches) a batch: one mesh message either way. A batch's
-// messages use the ids f.ID..f.ID+n-1, and an error about it carries
-// f.ID and count n. dec decoded f.
-func (s *Supervisor) relay(inst *instance, f *subservice.Frame, dec *subservice.Decoder) {
+// asked for them) a batch or a bin block: one mesh message either way. A
+// batch's (or block's) messages use the ids f.ID..f.ID+n-1, and an error
+// about it carries f.ID and count n. dec decoded f.
+func (s *Supervisor) relay(inst *instance, f *subservice.Frame, dec *subservice.Decoder, block []byte) {
 	name := inst.p.sub
 	n := 1
 	fail := func(code, msg string) {
@@ -233,7 +268,39 @@ func (s *Supervisor) relay(inst *instance, f *subservice.Frame, dec *subservice.
 	if len(payload) == 0 {
 		payload = []byte("null")
 	}
-	if f.Batch != nil {
+	if block != nil {
+		s.mu.Lock()
+		asked := inst.bin
+		s.mu.Unlock()
+		count, err := subservice.CheckBin(block)
+		switch {
+		case !asked:
+			fail(subservice.CodeBadFrame, `bin without the bin feature: ask for it in hello ("features":["bin"])`)
+			return
+		case f.Data != nil || f.Batch != nil:
+			fail(subservice.CodeBadFrame, f.Op+" has a bin block and data or batch")
+			return
+		case err != nil:
+			fail(subservice.CodeBadFrame, err.Error())
+			return
+		case count > s.cfg.MaxBatch:
+			n = count
+			fail(subservice.CodeTooLarge, fmt.Sprintf("a bin block of %d messages; at most %d in one (welcome's max_batch)", count, s.cfg.MaxBatch))
+			return
+		case f.ID != 0 && f.ID+uint64(count-1) < f.ID:
+			fail(subservice.CodeBadFrame, fmt.Sprintf("a bin block of %d messages from id %d runs past the largest id", count, f.ID))
+			return
+		}
+		n = count
+		bp := scratchPool.Get().(*[]byte)
+		payload = append(append((*bp)[:0], binMagic...), block...)
+		defer func() {
+			if cap(payload) <= 1<<20 {
+				*bp = payload[:0]
+			}
+			scratchPool.Put(bp)
+		}()
+	} else if f.Batch != nil {
 		s.mu.Lock()
 		asked := inst.batch
 		s.mu.Unlock()

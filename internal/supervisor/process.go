@@ -131,6 +131,7 @@ type instance struct {
 	conn  net.Conn // (mu) the welcomed connection
 	gone  bool     // (mu) connection closed or process exited
 	batch bool     // (mu) its hello asked for batches (subservice.FeatureBatch)
+	bin   bool     // (mu) its hello asked for binary messages (subservice.FeatureBin)
 }
 
 // resolveCommand finds the executable for spec.Argv[0] and checks that it

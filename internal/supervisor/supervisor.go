@@ -636,6 +636,9 @@ func (s *Supervisor) emit(p *plugin) {
 // dropped and counted), or ErrBadPayload when payload is not one JSON
 // value of at most MaxLine bytes or a valid batch.
 func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast bool) error {
+	if IsBinPayload(payload) {
+		return s.deliverBin(from, name, payload[len(binMagic):], broadcast)
+	}
 	if len(payload) > s.cfg.MaxLine {
 		return fmt.Errorf("%w: %d bytes, more than %d", ErrBadPayload, len(payload), s.cfg.MaxLine)
 	}
@@ -702,6 +705,80 @@ func BatchValues(payload []byte) (iter.Seq[[]byte], bool) {
 
 func isBatchPayload(payload []byte) bool {
 	return len(payload) >= len(batchMagic) && string(payload[:len(batchMagic)]) == batchMagic
+}
+
+// binMagic starts a bin payload: 0x00 and 'b', then a bin block, the
+// messages each as a 4-byte big-endian length and its bytes (docs/WIRE.md
+// §9, docs/PROTOCOL.md §14).
+const binMagic = "\x00b"
+
+// IsBinPayload reports whether payload is a bin payload.
+func IsBinPayload(payload []byte) bool {
+	return len(payload) >= len(binMagic) && string(payload[:len(binMagic)]) == binMagic
+}
+
+// BinAsBatch turns a bin payload into a batch payload (or, for one
+// message, an ordinary one), for a node that does not take bin payloads.
+// It fails, wrapping ErrBadPayload, when a message is not JSON.
+func BinAsBatch(payload []byte) ([]byte, error) {
+	b, n, err := subservice.AppendBinAsBatch([]byte(batchMagic), payload[len(binMagic):])
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	case n == 1:
+		return b[len(batchMagic)+1 : len(b)-1], nil
+	}
+	return b, nil
+}
+
+// deliverBin is Deliver for a bin payload's block. Plugins that asked for
+// binary messages get it as one bin frame; for the others it becomes a
+// batch (each message must then be JSON), all or none.
+func (s *Supervisor) deliverBin(from Peer, name string, block []byte, broadcast bool) error {
+	if len(block) > s.cfg.MaxLine {
+		return fmt.Errorf("%w: a bin block of %d bytes, more than %d", ErrBadPayload, len(block), s.cfg.MaxLine)
+	}
+	n, err := subservice.CheckBin(block)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrBadPayload, err)
+	case n > s.cfg.MaxBatch:
+		return fmt.Errorf("%w: a bin block of %d messages, more than %d", ErrBadPayload, n, s.cfg.MaxBatch)
+	}
+	s.mu.Lock()
+	all := true
+	for _, p := range s.plugins {
+		if p.sub == name && p.cur != nil && !p.cur.gone && !p.cur.bin {
+			all = false
+		}
+	}
+	s.mu.Unlock()
+	if !all {
+		// A plugin without binary messages runs it: all of them get the
+		// messages as JSON, or none does.
+		batch, err := BinAsBatch(append([]byte(binMagic), block...))
+		if err != nil {
+			return fmt.Errorf("%w (the %s plugin here did not ask for binary messages)", err, name)
+		}
+		return s.Deliver(from, name, batch, broadcast)
+	}
+	lp := scratchPool.Get().(*[]byte)
+	line := subservice.AppendBinHead((*lp)[:0], subservice.OpMessage, 0, "", from.ID, from.Name, broadcast, len(block))
+	line = append(line, block...)
+	defer func() {
+		if cap(line) <= 1<<20 {
+			*lp = line[:0]
+		}
+		scratchPool.Put(lp)
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fanOut(name, func(inst *instance) error {
+		if !inst.bin {
+			return fmt.Errorf("%w: the %s plugin does not take binary messages (it connected meanwhile)", ErrBadPayload, name)
+		}
+		return s.pushN(inst, line, 1, n)
+	})
 }
 
 // deliverBatch is Deliver for a payload that starts with 0x00.
