@@ -16,7 +16,8 @@ import (
 // (it announces no featureBatch, so node a splits each batch into one mesh
 // message per value). A few thousand messages arrive all, once each and in
 // order; the mesh carries batches exactly when the sender uses them and
-// node b takes them.
+// node b takes them. The same for binary messages (SendBytes) to a
+// receiver without them and through a node b without bin payloads.
 func TestPluginToPluginMixedBatch(t *testing.T) {
 	if err := netsafe.Check(); err != nil {
 		t.Skip(err)
@@ -25,13 +26,26 @@ func TestPluginToPluginMixedBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tt := range []struct{ send, recv, legacy bool }{{true, false, false}, {false, true, false}, {true, true, true}} {
-		name := fmt.Sprintf("send=%s/recv=%s", batchMode(tt.send), batchMode(tt.recv))
+	for _, tt := range []struct {
+		send, recv     string
+		legacy, noBinB bool
+	}{
+		{"on", "off", false, false}, {"off", "on", false, false}, {"on", "on", true, false},
+		// Binary messages: to a receiver without them (node b turns them
+		// into JSON), through a node b without bin payloads (node a
+		// turns them into a batch, and they arrive as JSON), and through
+		// one without batch payloads either (one mesh message each).
+		{"bin", "on", false, false}, {"bin", "bin", false, true}, {"bin", "bin", true, true},
+	} {
+		name := fmt.Sprintf("send=%s/recv=%s", tt.send, tt.recv)
 		if tt.legacy {
 			name += "/node-b-without-batch-payloads"
 		}
+		if tt.noBinB {
+			name += "/node-b-without-bin-payloads"
+		}
 		t.Run(name, func(t *testing.T) {
-			pp := newPluginPairModes(t, key, pairModes{sendBatch: tt.send, recvBatch: tt.recv, legacyB: tt.legacy})
+			pp := newPluginPairModes(t, key, pairModes{send: tt.send, recv: tt.recv, legacyB: tt.legacy, noBinB: tt.noBinB})
 			var meshMsgs uint64
 			// The last round of one message would see any stray
 			// duplicate of the rounds before it ("error a message
@@ -43,10 +57,13 @@ func TestPluginToPluginMixedBatch(t *testing.T) {
 			switch {
 			case tt.legacy && meshMsgs != 5001:
 				t.Errorf("5001 messages to a node without batch payloads took %d mesh messages, want one each", meshMsgs)
-			case !tt.send && meshMsgs != 5001:
+			case tt.send == "off" && meshMsgs != 5001:
 				t.Errorf("5001 messages without batches took %d mesh messages", meshMsgs)
-			case tt.send && !tt.legacy && meshMsgs >= 5001:
+			case tt.send != "off" && !tt.legacy && meshMsgs >= 5001:
 				t.Errorf("5001 messages took %d mesh messages: sends that piled up did not travel as batches", meshMsgs)
+			}
+			if want := map[bool]int{false: 0, true: 5001}[tt.recv == "bin" && !tt.noBinB]; pp.binary != want {
+				t.Errorf("%d messages arrived in Message.Bytes, want %d", pp.binary, want)
 			}
 			t.Logf("5001 messages in %d mesh messages", meshMsgs)
 		})

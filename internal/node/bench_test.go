@@ -298,11 +298,13 @@ type pluginPair struct {
 	send, recv *ctlConn
 	errs       chan string // "error ..." lines from either plugin
 	round      int
+	binary     int // messages the receiver got in Message.Bytes, all rounds
 }
 
-// benchSpec runs this test binary as a benchmark plugin in role, with the
-// SDK's batches on or off.
-func benchSpec(tb testing.TB, role, ctl string, batch bool) supervisor.Spec {
+// benchSpec runs this test binary as a benchmark plugin in role, in an
+// SDK mode: "off" (no batches), "on" (batches) or "bin" (batches, and
+// the sender's messages sent with SendBytes).
+func benchSpec(tb testing.TB, role, ctl, mode string) supervisor.Spec {
 	tb.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -312,36 +314,29 @@ func benchSpec(tb testing.TB, role, ctl string, batch bool) supervisor.Spec {
 		Name: benchSub, Version: "1.0.0", Dir: filepath.Dir(exe),
 		Argv: []string{exe, "-test.run=^TestNodeBenchPlugin$"},
 		Env: []string{"NODEBENCH_ROLE=" + role, "NODEBENCH_CTL=" + ctl, "GORACE=atexit_sleep_ms=0",
-			"NODEBENCH_CPUPROFILE=" + os.Getenv("NODEBENCH_CPUPROFILE"), "NODEBENCH_SDKBATCH=" + batchMode(batch)},
+			"NODEBENCH_CPUPROFILE=" + os.Getenv("NODEBENCH_CPUPROFILE"), "NODEBENCH_SDKBATCH=" + mode},
 	}
 }
 
-// batchMode names a batch setting as the benchmark does.
-func batchMode(batch bool) string {
-	if batch {
-		return "on"
-	}
-	return "off"
-}
-
-// newPluginPair starts two nodes and the benchmark plugins on them, with
-// the SDK's batches on or off.
-func newPluginPair(tb testing.TB, key mesh.Key, batch bool) *pluginPair {
-	return newPluginPairModes(tb, key, pairModes{sendBatch: batch, recvBatch: batch})
+// newPluginPair starts two nodes and the benchmark plugins on them, both
+// in SDK mode mode (see benchSpec).
+func newPluginPair(tb testing.TB, key mesh.Key, mode string) *pluginPair {
+	return newPluginPairModes(tb, key, pairModes{send: mode, recv: mode})
 }
 
 // pairModes chooses how the two sides of a pluginPair speak: the sender's
-// and the receiver's SDK batch modes, and whether node b is a node from
-// before batch payloads (it announces no featureBatch to the mesh).
+// and the receiver's SDK modes (see benchSpec), and whether node b is a
+// node from before batch payloads or bin payloads (it announces no
+// featureBatch or featureBin to the mesh).
 type pairModes struct {
-	sendBatch, recvBatch bool
-	legacyB              bool
+	send, recv      string
+	legacyB, noBinB bool
 }
 
 // newPluginPairModes is newPluginPair with the modes chosen apart.
 func newPluginPairModes(tb testing.TB, key mesh.Key, m pairModes) *pluginPair {
 	tb.Helper()
-	b := startTestNodeWith(tb, key, "node-b", func(n *Node) { n.noBatchFeature = m.legacyB })
+	b := startTestNodeWith(tb, key, "node-b", func(n *Node) { n.noBatchFeature, n.noBinFeature = m.legacyB, m.noBinB })
 	a := startTestNode(tb, key, "node-a", b.addr)
 	bid := string(b.n.id.ID)
 	waitUntil(tb, "the nodes connect", func() bool {
@@ -361,10 +356,10 @@ func newPluginPairModes(tb testing.TB, key mesh.Key, m pairModes) *pluginPair {
 	}
 	tb.Cleanup(func() { ln.Close() })
 
-	if err := b.n.sup.Start(benchSpec(tb, "recv", ctlPath, m.recvBatch)); err != nil {
+	if err := b.n.sup.Start(benchSpec(tb, "recv", ctlPath, m.recv)); err != nil {
 		tb.Fatal(err)
 	}
-	if err := a.n.sup.Start(benchSpec(tb, "send", ctlPath, m.sendBatch)); err != nil {
+	if err := a.n.sup.Start(benchSpec(tb, "send", ctlPath, m.send)); err != nil {
 		tb.Fatal(err)
 	}
 	pp := &pluginPair{a: a, b: b, errs: make(chan string, 16)}
@@ -453,9 +448,10 @@ func (pp *pluginPair) run(tb testing.TB, n, window int) (time.Duration, uint64) 
 	f := pp.expect(tb, pp.recv, "done")
 	el := time.Since(t0)
 	pp.expect(tb, pp.send, "sent")
-	if len(f) != 3 || f[2] != "0" {
-		tb.Fatalf("receiver: %v (the last field counts messages out of order)", f)
+	if len(f) != 4 || f[2] != "0" {
+		tb.Fatalf("receiver: %v (the third field counts messages out of order)", f)
 	}
+	pp.binary += atoi(f[3])
 	select {
 	case e := <-pp.errs:
 		tb.Fatalf("%s", e)
@@ -477,7 +473,7 @@ func (pp *pluginPair) meshSent(tb testing.TB) uint64 {
 // BenchmarkPluginToPlugin: b.N messages of 100 bytes from a plugin on one
 // node to the same subservice's plugin on another (msgs/s delivered to the
 // receiving plugin), beside b.N mesh.Send between two bare meshes; with the
-// SDK's batches off and on.
+// SDK's batches off and on, and with binary messages (bin).
 func BenchmarkPluginToPlugin(b *testing.B) {
 	key, window := benchSetup(b)
 	// Goroutines inherit these labels: go tool pprof -tagfocus path=plugin
@@ -485,15 +481,14 @@ func BenchmarkPluginToPlugin(b *testing.B) {
 	var mp *meshPair
 	pprof.Do(context.Background(), pprof.Labels("path", "mesh"), func(context.Context) { mp = newMeshPair(b, key) })
 	mp.run(b, 20000, benchWindow) // warm up
-	for _, batch := range []bool{false, true} {
-		mode := batchMode(batch)
+	for _, mode := range []string{"off", "on", "bin"} {
 		if m := os.Getenv("NODEBENCH_BATCH"); m != "" && m != mode {
 			continue
 		}
 		b.Run(fmt.Sprintf("batch=%s/window=%d", mode, window), func(b *testing.B) {
 			b.StopTimer()
 			var pp *pluginPair
-			pprof.Do(context.Background(), pprof.Labels("path", "plugin"), func(context.Context) { pp = newPluginPair(b, key, batch) })
+			pprof.Do(context.Background(), pprof.Labels("path", "plugin"), func(context.Context) { pp = newPluginPair(b, key, mode) })
 			// Warm up both paths (connections, buffers, the plugins' first pages).
 			mp.run(b, 20000, benchWindow)
 			pp.run(b, 20000, benchWindow)
@@ -513,17 +508,25 @@ func BenchmarkPluginToPlugin(b *testing.B) {
 // with the receiver acknowledging to the sender as it goes (the path the
 // benchmark measures), every message a frame of its own.
 func TestPluginToPluginAcrossNodes(t *testing.T) {
-	testPluginToPlugin(t, false)
+	testPluginToPlugin(t, "off")
 }
 
 // TestPluginToPluginAcrossNodesBatched is TestPluginToPluginAcrossNodes
 // with the SDK's batches on: sends that pile up travel as batch frames and
 // batch mesh messages, and arrive one by one, all of them and in order.
 func TestPluginToPluginAcrossNodesBatched(t *testing.T) {
-	testPluginToPlugin(t, true)
+	testPluginToPlugin(t, "on")
 }
 
-func testPluginToPlugin(t *testing.T, batch bool) {
+// TestPluginToPluginAcrossNodesBin is TestPluginToPluginAcrossNodesBatched
+// with the sender's messages sent as binary messages (SendBytes): they
+// travel as bin frames and bin payloads and arrive in Message.Bytes.
+func TestPluginToPluginAcrossNodesBin(t *testing.T) {
+	testPluginToPlugin(t, "bin")
+}
+
+func testPluginToPlugin(t *testing.T, mode string) {
+	batch := mode != "off"
 	if err := netsafe.Check(); err != nil {
 		t.Skip(err)
 	}
@@ -531,7 +534,7 @@ func testPluginToPlugin(t *testing.T, batch bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pp := newPluginPair(t, key, batch)
+	pp := newPluginPair(t, key, mode)
 	var meshMsgs uint64
 	for _, r := range []struct{ n, window int }{{3000, 256}, {1, 1}, {2000, benchWindow}} {
 		_, k := pp.run(t, r.n, r.window)
@@ -544,6 +547,9 @@ func testPluginToPlugin(t *testing.T, batch bool) {
 		t.Errorf("5001 messages without batches took %d mesh messages", meshMsgs)
 	case batch && meshMsgs >= 5001:
 		t.Errorf("5001 messages took %d mesh messages: sends that piled up did not travel as batches", meshMsgs)
+	}
+	if want := map[bool]int{false: 0, true: 5001}[mode == "bin"]; pp.binary != want {
+		t.Errorf("%d messages arrived in Message.Bytes, want %d", pp.binary, want)
 	}
 	t.Logf("5001 messages in %d mesh messages", meshMsgs)
 }
@@ -576,8 +582,12 @@ func benchPluginMain(role string) int {
 		}
 	}
 	var opts []subservice.Option
-	if os.Getenv("NODEBENCH_SDKBATCH") == "off" {
+	mode := os.Getenv("NODEBENCH_SDKBATCH")
+	if mode == "off" {
 		opts = append(opts, subservice.WithoutBatch())
+	}
+	if mode != "bin" {
+		opts = append(opts, subservice.WithoutBin())
 	}
 	p, err := subservice.Connect(context.Background(), opts...)
 	if err != nil {
@@ -609,7 +619,7 @@ func benchPluginMain(role string) int {
 		}
 	}()
 	if role == "send" {
-		return benchSender(p, ctl, cmds)
+		return benchSender(p, ctl, cmds, mode == "bin")
 	}
 	return benchReceiver(p, ctl, cmds)
 }
@@ -639,8 +649,8 @@ func atoi(s string) int {
 
 // benchSender: "target ID" names the receiver's node; "go ROUND N WINDOW"
 // sends N messages, waiting for acknowledgements whenever WINDOW are in
-// flight, and answers "sent ROUND".
-func benchSender(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string) int {
+// flight, and answers "sent ROUND". With bin it sends them with SendBytes.
+func benchSender(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string, bin bool) int {
 	var to string
 	p0 := make([]byte, benchPayload)
 	acked := 0
@@ -686,7 +696,13 @@ func benchSender(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string) int
 					}
 				}
 				payloadAt(p0, i)
-				if _, err := p.Send(to, json.RawMessage(p0)); err != nil {
+				var err error
+				if bin {
+					_, err = p.SendBytes(to, p0)
+				} else {
+					_, err = p.Send(to, json.RawMessage(p0))
+				}
+				if err != nil {
 					ctl.printf("error send: %v", err)
 					return 6
 				}
@@ -698,7 +714,7 @@ func benchSender(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string) int
 
 // benchReceiver: "expect ROUND N EVERY" answers "ready ROUND", then counts
 // N messages, acknowledging every EVERY to their sender, and answers
-// "done ROUND OUT-OF-ORDER". During a round it only reads messages, as a
+// "done ROUND OUT-OF-ORDER BINARY" (BINARY: those in Message.Bytes). During a round it only reads messages, as a
 // plugin that ranges over Messages does.
 func benchReceiver(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string) int {
 	for {
@@ -712,13 +728,18 @@ func benchReceiver(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string) i
 			}
 			round, want, every := atoi(cmd[1]), atoi(cmd[2]), max(atoi(cmd[3]), 1)
 			ctl.printf("ready %d", round)
-			bad := 0
+			bad, binary := 0, 0
 			for got := 0; got < want; {
 				m, ok := <-p.Messages()
 				if !ok {
 					return 2
 				}
-				if seqOf(m.Data) != got {
+				data := m.Data
+				if data == nil {
+					data = m.Bytes
+					binary++
+				}
+				if seqOf(data) != got {
 					bad++
 				}
 				got++
@@ -728,7 +749,7 @@ func benchReceiver(p *subservice.Plugin, ctl *pluginCtl, cmds <-chan []string) i
 					}
 				}
 			}
-			ctl.printf("done %d %d", round, bad)
+			ctl.printf("done %d %d %d", round, bad, binary)
 		case m, ok := <-p.Messages():
 			if !ok {
 				return 2
