@@ -31,6 +31,18 @@
 //	node:   {"op":"message","from":"…","from_name":"bravo","broadcast":false,"data":{"text":"hi alpha"}}
 //	node:   {"op":"error","id":3,"code":"no-subservice","message":"…","to":"…"}
 //
+// Binary messages (the "bin" feature, docs/PROTOCOL.md §14) skip JSON
+// altogether: SendBytes and BroadcastBytes send any bytes, which follow
+// the frame's line on the socket with a 4-byte length each, and arrive in
+// Message.Bytes. No node looks inside them, which makes them the fastest
+// way between plugins; a receiver without the feature gets them as JSON
+// when they are JSON:
+//
+//	p.SendBytes(peerID, []byte{0x00, 0x0a, 0xff})
+//	for m := range p.Messages() {
+//		if m.Bytes != nil { /* binary */ }
+//	}
+//
 // A plugin can also open a session on a hosted plugin of another node: a
 // program of its own runs there, fed by Session.Write and read from
 // Session.Data (docs/PROTOCOL.md §12, docs/SESSIONS.md):

@@ -667,6 +667,7 @@ func (p *Plugin) writeHot(op, to string, data []byte) (uint64, error) {
 			return id, nil
 		}
 	}
+	p.seal()
 	start := len(p.wbuf)
 	b, _ := appendHot(p.wbuf, op, id, to, "", "", false, data, false, true)
 	if n := len(b) - start; n > p.maxLine {
@@ -711,19 +712,29 @@ func (p *Plugin) writeBin(op, to string, msg []byte) (uint64, error) {
 	if t.ok && t.bin && t.op == op && t.to == to && t.first+uint64(t.n) == id && t.n < p.maxBatch {
 		if grown := t.size + size; grown <= batchBytes && grown <= p.maxLine {
 			p.wbuf = AppendBin(p.wbuf, msg)
-			setBinSize(p.wbuf, t.key, grown)
-			t.size = grown
+			t.size = grown // written into the frame by seal
 			t.n++
 			p.kick()
 			return id, nil
 		}
 	}
+	p.seal()
 	start := len(p.wbuf)
 	b, at := appendBinHeadWide(p.wbuf, op, id, to, size)
 	p.wbuf = AppendBin(b, msg)
 	*t = tail{ok: true, bin: true, op: op, to: to, first: id, n: 1, start: start, key: at, size: size}
 	p.kick()
 	return id, nil
+}
+
+// seal writes the byte count of the bin frame at the end of wbuf, if it
+// is one, into its line: messages that join it only add to t.size, so
+// that the count is written once per frame. It is called before wbuf
+// gets another frame and before it is written. p.wmu is held.
+func (p *Plugin) seal() {
+	if t := &p.wtail; t.ok && t.bin {
+		setBinSize(p.wbuf, t.key, t.size)
+	}
 }
 
 // join adds the message data to the frame at the end of wbuf (wtail),
@@ -769,6 +780,7 @@ func (p *Plugin) queue(op string, b []byte) error {
 	if p.werr != nil {
 		return p.werr
 	}
+	p.seal()
 	p.wbuf = append(p.wbuf, b...)
 	p.wtail.ok = false
 	p.kick()
@@ -799,6 +811,7 @@ func (p *Plugin) writeLoop() {
 				break
 			}
 			// Swap buffers: senders fill the other one meanwhile.
+			p.seal()
 			out := p.wbuf
 			p.wbuf = p.wfree[:0]
 			p.wfree = nil
