@@ -3,6 +3,8 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -267,4 +269,36 @@ func TestBinAsBatch(t *testing.T) {
 			t.Errorf("BinAsBatch(%q) error %v, want %q", tt.msgs, err, tt.err)
 		}
 	}
+}
+
+// TestPythonBin: a Python plugin built from docs/PROTOCOL.md §14's own
+// code, with only the standard library, sends a bin block the node carries
+// as it is, and reads the bin blocks and JSON messages delivered to it.
+func TestPythonBin(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	m := newMesh(t)
+	a := m.node("alpha", nil)
+	raw, rp := m.addRaw("raw")
+	dir, err := filepath.Abs(filepath.Join("testdata", "binpy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{Name: "binpy", Version: "1.0.0", Dir: dir, Argv: []string{"python3", "bin.py"}, Env: []string{"BINPY_TO=" + rp.ID}}
+	if err := a.sv.Start(spec); err != nil {
+		t.Fatal(err)
+	}
+	if got := raw.next(t, "binpy"); got.payload != binMagic+string(binBlock("hi", "\x00\n\xff", "")) {
+		t.Fatalf("raw node got %q", got.payload)
+	}
+	logHas(t, a, "binpy", "sent")
+	if err := a.sv.Deliver(m.rec.peer, "binpy", append([]byte(binMagic), binBlock("\x01\x02", "", "z")...), false); err != nil {
+		t.Fatal(err)
+	}
+	logHas(t, a, "binpy", "from "+m.rec.peer.ID+" bin 0102 - 7a")
+	if err := a.sv.Deliver(m.rec.peer, "binpy", []byte(`{"json":true}`), false); err != nil {
+		t.Fatal(err)
+	}
+	logHas(t, a, "binpy", `data {"json": true}`)
 }
