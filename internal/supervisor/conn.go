@@ -283,15 +283,9 @@ func (s *Supervisor) relay(inst *instance, f *subservice.Frame, dec *subservice.
 		case err != nil:
 			fail(subservice.CodeBadFrame, err.Error())
 			return
-		case count > s.cfg.MaxBatch:
-			n = count
-			fail(subservice.CodeTooLarge, fmt.Sprintf("a bin block of %d messages; at most %d in one (welcome's max_batch)", count, s.cfg.MaxBatch))
-			return
-		case f.ID != 0 && f.ID+uint64(count-1) < f.ID:
-			fail(subservice.CodeBadFrame, fmt.Sprintf("a bin block of %d messages from id %d runs past the largest id", count, f.ID))
+		case !s.countOK("bin block", count, f.ID, &n, fail):
 			return
 		}
-		n = count
 		bp := scratchPool.Get().(*[]byte)
 		payload = append(append((*bp)[:0], binMagic...), block...)
 		defer func() {
@@ -332,15 +326,9 @@ func (s *Supervisor) relay(inst *instance, f *subservice.Frame, dec *subservice.
 		case err != nil:
 			fail(subservice.CodeBadFrame, err.Error())
 			return
-		case count > s.cfg.MaxBatch:
-			n = count
-			fail(subservice.CodeTooLarge, fmt.Sprintf("a batch of %d messages; at most %d in one (welcome's max_batch)", count, s.cfg.MaxBatch))
-			return
-		case f.ID != 0 && f.ID+uint64(count-1) < f.ID:
-			fail(subservice.CodeBadFrame, fmt.Sprintf("a batch of %d messages from id %d runs past the largest id", count, f.ID))
+		case !s.countOK("batch", count, f.ID, &n, fail):
 			return
 		}
-		n = count
 		if n == 1 {
 			// One message: an ordinary one ("[" VALUE "]").
 			payload = b[len(batchMagic)+1 : len(b)-1]
@@ -382,6 +370,25 @@ func (s *Supervisor) relay(inst *instance, f *subservice.Frame, dec *subservice.
 			fail(subservice.CodeSendFailed, err.Error())
 		}
 	}
+}
+
+// countOK checks the number of messages in a batch or bin block (what
+// names it) whose first id is id: at most max_batch, and ids that do not
+// run past the largest. When it fails it sends the error through fail and
+// returns false; *n becomes count when the error is about all of them, and
+// when it succeeds.
+func (s *Supervisor) countOK(what string, count int, id uint64, n *int, fail func(code, msg string)) bool {
+	switch {
+	case count > s.cfg.MaxBatch:
+		*n = count
+		fail(subservice.CodeTooLarge, fmt.Sprintf("a %s of %d messages; at most %d in one (welcome's max_batch)", what, count, s.cfg.MaxBatch))
+		return false
+	case id != 0 && id+uint64(count-1) < id:
+		fail(subservice.CodeBadFrame, fmt.Sprintf("a %s of %d messages from id %d runs past the largest id", what, count, id))
+		return false
+	}
+	*n = count
+	return true
 }
 
 // knownPeer reports whether id is in the peer table (from PeerEvent).

@@ -745,15 +745,7 @@ func (s *Supervisor) deliverBin(from Peer, name string, block []byte, broadcast 
 	case n > s.cfg.MaxBatch:
 		return fmt.Errorf("%w: a bin block of %d messages, more than %d", ErrBadPayload, n, s.cfg.MaxBatch)
 	}
-	s.mu.Lock()
-	all := true
-	for _, p := range s.plugins {
-		if p.sub == name && p.cur != nil && !p.cur.gone && !p.cur.bin {
-			all = false
-		}
-	}
-	s.mu.Unlock()
-	if !all {
+	if s.anyRunning(name, func(inst *instance) bool { return !inst.bin }) {
 		// A plugin without binary messages runs it: all of them get the
 		// messages as JSON, or none does.
 		batch, err := BinAsBatch(append([]byte(binMagic), block...))
@@ -779,6 +771,19 @@ func (s *Supervisor) deliverBin(from Peer, name string, block []byte, broadcast 
 		}
 		return s.pushN(inst, line, 1, n)
 	})
+}
+
+// anyRunning reports whether a running instance of a plugin that speaks
+// subservice name is one for which match is true.
+func (s *Supervisor) anyRunning(name string, match func(*instance) bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.plugins {
+		if p.sub == name && p.cur != nil && !p.cur.gone && match(p.cur) {
+			return true
+		}
+	}
+	return false
 }
 
 // deliverBatch is Deliver for a payload that starts with 0x00.
@@ -821,15 +826,7 @@ func (s *Supervisor) deliverBatch(from Peer, name string, payload []byte, broadc
 	}
 	// Plugins without batches need the split form: make it outside the
 	// lock if any is there now (and under it if one came meanwhile).
-	s.mu.Lock()
-	need := false
-	for _, p := range s.plugins {
-		if p.sub == name && p.cur != nil && !p.cur.gone && !p.cur.batch {
-			need = true
-		}
-	}
-	s.mu.Unlock()
-	if need {
+	if s.anyRunning(name, func(inst *instance) bool { return !inst.batch }) {
 		if err := makeSplit(); err != nil {
 			return err
 		}
