@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -324,6 +325,102 @@ func FuzzEncodeFrameFast(f *testing.F) {
 		}
 		if err1 == nil && !bytes.Equal(fast, slow) {
 			t.Fatalf("fast %q\njson %q", fast, slow)
+		}
+	})
+}
+
+// readBinStream reads frames and their bin blocks as a node or the SDK
+// does (a block over the cap is discarded), and returns one string per
+// frame: its op and, for a bin frame, its messages; "<too-large>" and
+// "<bad>" for lines that are not frames, "<bad-block>" for a block that
+// CheckBin refuses, "<skipped N>" for a discarded block.
+func readBinStream(t *testing.T, lr *LineReader, max int) []string {
+	var out []string
+	for range 10000 {
+		line, err := lr.ReadLine()
+		if err == ErrTooLarge {
+			out = append(out, "<too-large>")
+			continue
+		}
+		if err != nil {
+			return out
+		}
+		f, err := DecodeFrame(line)
+		if err != nil {
+			out = append(out, "<bad>")
+			continue
+		}
+		switch {
+		case f.Bin > max:
+			if lr.DiscardBlock(int64(f.Bin)) != nil {
+				return out
+			}
+			out = append(out, fmt.Sprintf("<skipped %d>", f.Bin))
+		case f.Bin > 0:
+			block, err := lr.ReadBlock(f.Bin)
+			if err != nil {
+				return out
+			}
+			if len(block) != f.Bin {
+				t.Fatalf("ReadBlock(%d) returned %d bytes", f.Bin, len(block))
+			}
+			if _, err := CheckBin(block); err != nil {
+				out = append(out, "<bad-block>")
+				continue
+			}
+			s := f.Op
+			for m := range BinItems(block) {
+				s += fmt.Sprintf(" %q", m)
+			}
+			out = append(out, s)
+		default:
+			out = append(out, f.Op)
+		}
+	}
+	t.Fatal("the stream did not end")
+	return nil
+}
+
+// FuzzBinStream: a stream of bin frames (messages cut from data), JSON
+// frames between them, read back through a LineReader (one byte at a time
+// or not, with a cap that some blocks exceed) gives exactly the frames and
+// messages written, the too-large blocks skipped without losing step. And
+// data itself, read as a stream, never breaks the reader.
+func FuzzBinStream(f *testing.F) {
+	f.Add([]byte("hello\x00\nworld"), uint8(3), false)
+	f.Add([]byte(`{"op":"send","bin":5}`+"\nabcde"), uint8(1), true)
+	f.Add([]byte(`{"op":"message","from":"a","bin":9}`+"\n\x00\x00\x00\x09short"), uint8(7), false)
+	f.Fuzz(func(t *testing.T, data []byte, cut uint8, oneByte bool) {
+		const max = 64
+		var stream []byte
+		var want []string
+		n := int(cut%16) + 1
+		for i := 0; i < len(data); i += 3 * n {
+			var block []byte
+			s := OpSend
+			for j := i; j < min(i+3*n, len(data)); j += n {
+				msg := data[j:min(j+n, len(data), i+3*n)]
+				block = AppendBin(block, msg)
+				s += fmt.Sprintf(" %q", msg)
+			}
+			stream = AppendBinHead(stream, OpSend, uint64(i+1), "n2", "", "", false, len(block))
+			stream = append(stream, block...)
+			if len(block) > max {
+				s = fmt.Sprintf("<skipped %d>", len(block))
+			}
+			want = append(want, s)
+			stream = append(stream, `{"op":"broadcast","data":1}`+"\n"...)
+			want = append(want, OpBroadcast)
+		}
+		for k, in := range [][]byte{stream, data} {
+			var r io.Reader = bytes.NewReader(in)
+			if oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			got := readBinStream(t, NewLineReader(r, max), max)
+			if k == 0 && !reflect.DeepEqual(got, want) {
+				t.Fatalf("got %q, want %q", got, want)
+			}
 		}
 	})
 }
