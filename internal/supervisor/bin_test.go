@@ -111,12 +111,15 @@ func TestBinBadInput(t *testing.T) {
 	a := m.node("alpha", func(c *Config) { c.MaxBatch = 4; c.MaxLine = 4096 })
 	raw, rp := m.addRaw("raw")
 	pl := newProbeListener(t)
+	// One at a time: the probes connect in the order they are accepted.
+	var probes []*probe
 	for _, name := range []string{"binny", "plain"} {
 		if err := a.sv.Start(helperSpec(t, name, "proxy", pl.env())); err != nil {
 			t.Fatal(err)
 		}
+		probes = append(probes, pl.accept(t))
 	}
-	p, plain := pl.accept(t), pl.accept(t)
+	p, plain := probes[0], probes[1]
 	p.helloBatch(subservice.FeatureBin)
 	plain.helloBatch(subservice.FeatureBatch)
 	to := fmt.Sprintf(`,"to":%q`, rp.ID)
@@ -130,7 +133,7 @@ func TestBinBadInput(t *testing.T) {
 		// In step: the next frame is a frame.
 		p.sendf(`{"op":"send","id":99%s,"data":"next"}`, to)
 		if got := raw.next(t, "binny"); got.payload != `"next"` {
-			t.Fatalf("after the bad frame the raw node got %q", got.payload)
+			t.Fatalf("after the bad frame (id %d) the raw node got %q", id, got.payload)
 		}
 	}
 	tooMany := binBlock("1", "2", "3", "4", "5")
