@@ -110,9 +110,7 @@ func countBin(block []byte) int {
 // that carries a bin block of size bytes, newline included; the block
 // follows it on the socket.
 func AppendBinHead(dst []byte, op string, id uint64, to, from, fromName string, broadcast bool, size int) []byte {
-	dst = appendHead(dst, op, id, to, from, fromName, broadcast, false)
-	dst = dst[:len(dst)-len(`"data":`)]
-	dst = append(dst, `"bin":`...)
+	dst = appendHead(dst, op, id, to, from, fromName, broadcast, keyBin)
 	dst = strconv.AppendInt(dst, int64(size), 10)
 	return append(dst, '}', '\n')
 }
@@ -121,9 +119,7 @@ func AppendBinHead(dst []byte, op string, id uint64, to, from, fromName string, 
 // binWidth characters (digits, then spaces), so that setBinSize can change
 // it in place. It returns the offset of the count.
 func appendBinHeadWide(dst []byte, op string, id uint64, to string, size int) ([]byte, int) {
-	dst = appendHead(dst, op, id, to, "", "", false, false)
-	dst = dst[:len(dst)-len(`"data":`)]
-	dst = append(dst, `"bin":`...)
+	dst = appendHead(dst, op, id, to, "", "", false, keyBin)
 	at := len(dst)
 	dst = append(dst, "          "[:binWidth]...)
 	setBinSize(dst, at, size)

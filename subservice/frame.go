@@ -484,7 +484,11 @@ func encodeGeneric(f *Frame) ([]byte, error) {
 // batch (never empty) rather than its data. Unless trusted (data is known
 // to be one compact JSON value), data is checked and compacted.
 func appendHot(dst []byte, op string, id uint64, to, from, fromName string, broadcast bool, data []byte, batch, trusted bool) ([]byte, error) {
-	dst = appendHead(dst, op, id, to, from, fromName, broadcast, batch)
+	key := keyData
+	if batch {
+		key = keyBatch
+	}
+	dst = appendHead(dst, op, id, to, from, fromName, broadcast, key)
 	if len(data) == 0 {
 		dst = append(dst, "null"...)
 	} else if trusted {
@@ -498,9 +502,16 @@ func appendHot(dst []byte, op string, id uint64, to, from, fromName string, broa
 	return append(dst, '}'), nil
 }
 
-// appendHead appends a send, broadcast or message frame up to its data
-// (or, with batch, its batch): everything before the value.
-func appendHead(dst []byte, op string, id uint64, to, from, fromName string, broadcast, batch bool) []byte {
+// The keys of the value that ends a send, broadcast or message frame.
+const (
+	keyData  = `,"data":`
+	keyBatch = `,"batch":`
+	keyBin   = `,"bin":`
+)
+
+// appendHead appends a send, broadcast or message frame up to the value of
+// its last key (keyData, keyBatch or keyBin): everything before the value.
+func appendHead(dst []byte, op string, id uint64, to, from, fromName string, broadcast bool, key string) []byte {
 	dst = append(dst, `{"op":`...)
 	dst = appendString(dst, op)
 	switch op {
@@ -521,10 +532,7 @@ func appendHead(dst []byte, op string, id uint64, to, from, fromName string, bro
 		dst = append(dst, `,"broadcast":`...)
 		dst = strconv.AppendBool(dst, broadcast)
 	}
-	if batch {
-		return append(dst, `,"batch":`...)
-	}
-	return append(dst, `,"data":`...)
+	return append(dst, key...)
 }
 
 // AppendBatchFrame is AppendFrame for a send, broadcast or message frame
@@ -538,7 +546,7 @@ func AppendBatchFrame(dst []byte, f *Frame) ([]byte, int, error) {
 	default:
 		return dst, 0, fmt.Errorf("%w: a %s frame carries no batch", ErrBadFrame, f.Op)
 	}
-	b := appendHead(dst, f.Op, f.ID, f.To, f.From, f.FromName, f.Broadcast, true)
+	b := appendHead(dst, f.Op, f.ID, f.To, f.From, f.FromName, f.Broadcast, keyBatch)
 	b, n, err := AppendBatch(b, f.Batch)
 	if err != nil {
 		return dst, 0, err

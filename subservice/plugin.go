@@ -344,11 +344,10 @@ func (p *Plugin) readLoop() {
 			bi.n, bi.compact = 0, false
 			if decodeFastInto(bytes.TrimSpace(line), &mf, &strs, false, &bi) && mf.Op == OpMessage {
 				from := Peer{ID: mf.From, Name: mf.FromName}
-				if mf.Bin > 0 {
-					if err = p.readBin(from, mf.Broadcast, mf.Bin); err == nil {
-						continue
-					}
-				} else if mf.Batch != nil {
+				switch {
+				case mf.Bin > 0:
+					err = p.readBin(from, mf.Broadcast, mf.Bin)
+				case mf.Batch != nil:
 					// decodeFastInto checked the batch and found its
 					// values (none if it is not an array). They share
 					// the batch's memory, a copy of the line's.
@@ -357,30 +356,20 @@ func (p *Plugin) readLoop() {
 						start, end := bi.spans[k], bi.spans[k+1]
 						p.deliver(Message{From: from, Broadcast: mf.Broadcast, Data: json.RawMessage(b[start:end:end])})
 					}
-					continue
-				}
-				if err == nil {
+				default:
 					data := mf.Data
 					if data == nil {
 						data = json.RawMessage("null")
 					}
 					p.deliver(Message{From: from, Broadcast: mf.Broadcast, Data: data})
+				}
+				if err == nil {
 					continue
 				}
 			}
 		}
 		if err != nil {
-			select {
-			case <-p.closing:
-				err = ErrClosed
-			default:
-				if err == io.EOF {
-					err = fmt.Errorf("%w: node closed the connection", ErrClosed)
-				}
-			}
-			p.mu.Lock()
-			p.err = err
-			p.mu.Unlock()
+			p.readFailed(err)
 			return
 		}
 		f, err := DecodeFrame(line)
@@ -393,9 +382,7 @@ func (p *Plugin) readLoop() {
 			from := Peer{ID: f.From, Name: f.FromName}
 			if f.Bin > 0 {
 				if err := p.readBin(from, f.Broadcast, f.Bin); err != nil {
-					p.mu.Lock()
-					p.err = fmt.Errorf("%w: reading a binary message: %v", ErrClosed, err)
-					p.mu.Unlock()
+					p.readFailed(err)
 					return
 				}
 				continue
@@ -442,6 +429,21 @@ func (p *Plugin) readLoop() {
 			}
 		}
 	}
+}
+
+// readFailed records why reading from the node ended (Err reports it).
+func (p *Plugin) readFailed(err error) {
+	select {
+	case <-p.closing:
+		err = ErrClosed
+	default:
+		if err == io.EOF {
+			err = fmt.Errorf("%w: node closed the connection", ErrClosed)
+		}
+	}
+	p.mu.Lock()
+	p.err = err
+	p.mu.Unlock()
 }
 
 // readBin reads the bin block of size bytes that follows a message frame

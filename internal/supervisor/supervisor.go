@@ -637,7 +637,7 @@ func (s *Supervisor) emit(p *plugin) {
 // value of at most MaxLine bytes or a valid batch.
 func (s *Supervisor) Deliver(from Peer, name string, payload []byte, broadcast bool) error {
 	if IsBinPayload(payload) {
-		return s.deliverBin(from, name, payload[len(binMagic):], broadcast)
+		return s.deliverBin(from, name, payload, broadcast)
 	}
 	if len(payload) > s.cfg.MaxLine {
 		return fmt.Errorf("%w: %d bytes, more than %d", ErrBadPayload, len(payload), s.cfg.MaxLine)
@@ -731,10 +731,11 @@ func BinAsBatch(payload []byte) ([]byte, error) {
 	return b, nil
 }
 
-// deliverBin is Deliver for a bin payload's block. Plugins that asked for
-// binary messages get it as one bin frame; for the others it becomes a
+// deliverBin is Deliver for a bin payload. Plugins that asked for binary
+// messages get its block as one bin frame; for the others it becomes a
 // batch (each message must then be JSON), all or none.
-func (s *Supervisor) deliverBin(from Peer, name string, block []byte, broadcast bool) error {
+func (s *Supervisor) deliverBin(from Peer, name string, payload []byte, broadcast bool) error {
+	block := payload[len(binMagic):]
 	if len(block) > s.cfg.MaxLine {
 		return fmt.Errorf("%w: a bin block of %d bytes, more than %d", ErrBadPayload, len(block), s.cfg.MaxLine)
 	}
@@ -748,7 +749,7 @@ func (s *Supervisor) deliverBin(from Peer, name string, block []byte, broadcast 
 	if s.anyRunning(name, func(inst *instance) bool { return !inst.bin }) {
 		// A plugin without binary messages runs it: all of them get the
 		// messages as JSON, or none does.
-		batch, err := BinAsBatch(append([]byte(binMagic), block...))
+		batch, err := BinAsBatch(payload)
 		if err != nil {
 			return fmt.Errorf("%w (the %s plugin here did not ask for binary messages)", err, name)
 		}
